@@ -1,0 +1,2 @@
+//! The outcore execution engine (in progress): lazy expressions, fused
+//! kernels and reductions streamed through rayon.

@@ -1,0 +1,317 @@
+//! Byte sizes as text: [`format_bytes`] and [`parse_size`].
+
+/// One kibibyte, 1024 bytes.
+pub const KIB: u64 = 1 << 10;
+/// One mebibyte, 1024 KiB.
+pub const MIB: u64 = 1 << 20;
+/// One gibibyte, 1024 MiB.
+pub const GIB: u64 = 1 << 30;
+/// One tebibyte, 1024 GiB.
+pub const TIB: u64 = 1 << 40;
+
+/// Units of [`format_bytes`], from the smallest.
+const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+
+/// Formats a byte count in binary units with one decimal: `"0 B"`,
+/// `"1023 B"`, `"1.5 KiB"`, `"64.0 MiB"`, `"2.0 TiB"`.
+///
+/// The unit is the largest of B, KiB, MiB, GiB and TiB that keeps the number
+/// at least 1; the value is rounded to the nearest tenth (so 1023.99 KiB
+/// prints as `"1.0 MiB"`). Plain bytes have no decimal.
+///
+/// ```
+/// use outcore_spill::format_bytes;
+///
+/// assert_eq!(format_bytes(512), "512 B");
+/// assert_eq!(format_bytes(8 << 20), "8.0 MiB");
+/// assert_eq!(format_bytes(3 << 29), "1.5 GiB");
+/// ```
+pub fn format_bytes(bytes: u64) -> String {
+    if bytes < KIB {
+        return format!("{bytes} B");
+    }
+    let mut exp = 1;
+    while exp + 1 < UNITS.len() && bytes >= 1 << (10 * (exp + 1)) {
+        exp += 1;
+    }
+    let tenths = |exp: usize| {
+        let unit = 1u128 << (10 * exp);
+        (u128::from(bytes) * 10 + unit / 2) / unit
+    };
+    let mut t = tenths(exp);
+    if t >= 10 * 1024 && exp + 1 < UNITS.len() {
+        // Rounding carried into the next unit: 1023.96 KiB is 1.0 MiB.
+        exp += 1;
+        t = tenths(exp);
+    }
+    format!("{}.{} {}", t / 10, t % 10, UNITS[exp])
+}
+
+/// The error returned by [`parse_size`]; every variant quotes the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseSizeError {
+    /// Not a number with an optional unit (empty, garbage, several dots, ...).
+    #[error(
+        "invalid size {input:?}: expected a number with an optional unit, \
+         such as 512MiB, 1.5GiB or 1048576"
+    )]
+    Invalid {
+        /// The text that was parsed.
+        input: String,
+    },
+    /// A number followed by something that is not a known unit.
+    #[error(
+        "invalid size {input:?}: unknown unit {unit:?} (expected B, K, KiB, M, MiB, G, GiB, T or TiB)"
+    )]
+    UnknownUnit {
+        /// The text that was parsed.
+        input: String,
+        /// The unrecognised unit.
+        unit: String,
+    },
+    /// A negative number.
+    #[error("invalid size {input:?}: a size cannot be negative")]
+    Negative {
+        /// The text that was parsed.
+        input: String,
+    },
+    /// More than `u64::MAX` bytes.
+    #[error(
+        "invalid size {input:?}: larger than the maximum of {} bytes",
+        u64::MAX
+    )]
+    Overflow {
+        /// The text that was parsed.
+        input: String,
+    },
+}
+
+/// Fraction digits beyond this many are ignored; they change the result by
+/// far less than a byte.
+const MAX_FRACTION_DIGITS: usize = 20;
+
+/// Parses a byte size such as `"64MiB"`, `"1.5GiB"`, `"512M"` or
+/// `"1048576"`.
+///
+/// The text is a non-negative decimal number (optionally with a fraction),
+/// optionally followed by a unit, optionally separated by spaces. Units are
+/// case-insensitive and **always binary**: `K`, `KB`, `Ki` and `KiB` all
+/// mean 1024 bytes, `M`/`MB`/`Mi`/`MiB` mean 1024², and likewise `G` and
+/// `T`; `B` or no unit means bytes. (So `512MB` is 512 MiB, not 512 × 10⁶
+/// bytes: a memory limit is meant, and memory comes in binary units.)
+/// A fractional result is rounded down to a whole byte.
+///
+/// ```
+/// use outcore_spill::{parse_size, GIB, MIB};
+///
+/// assert_eq!(parse_size("64MiB")?, 64 * MIB);
+/// assert_eq!(parse_size("512mb")?, 512 * MIB);
+/// assert_eq!(parse_size("1.5 GiB")?, 3 * GIB / 2);
+/// assert_eq!(parse_size("1048576")?, MIB);
+/// assert!(parse_size("-1G").is_err());
+/// # Ok::<(), outcore_spill::ParseSizeError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`ParseSizeError`] if the text is not of that form, is negative, or is
+/// more than `u64::MAX` bytes.
+pub fn parse_size(input: &str) -> Result<u64, ParseSizeError> {
+    let text = input.trim();
+    let invalid = || ParseSizeError::Invalid {
+        input: input.to_owned(),
+    };
+    if text.starts_with('-') {
+        return Err(ParseSizeError::Negative {
+            input: input.to_owned(),
+        });
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if int.is_empty() && frac.is_empty() || frac.contains('.') {
+        return Err(invalid());
+    }
+    let unit = unit.trim_start();
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "ki" | "kib" => KIB,
+        "m" | "mb" | "mi" | "mib" => MIB,
+        "g" | "gb" | "gi" | "gib" => GIB,
+        "t" | "tb" | "ti" | "tib" => TIB,
+        _ => {
+            return Err(ParseSizeError::UnknownUnit {
+                input: input.to_owned(),
+                unit: unit.to_owned(),
+            });
+        }
+    };
+    let overflow = || ParseSizeError::Overflow {
+        input: input.to_owned(),
+    };
+    // Only ASCII digits are left in `int` and `frac`.
+    let mut whole: u128 = 0;
+    for d in int.bytes() {
+        whole = whole * 10 + u128::from(d - b'0');
+        if whole > u128::from(u64::MAX) {
+            return Err(overflow());
+        }
+    }
+    let frac = &frac[..frac.len().min(MAX_FRACTION_DIGITS)];
+    let mut numerator: u128 = 0;
+    let mut denominator: u128 = 1;
+    for d in frac.bytes() {
+        numerator = numerator * 10 + u128::from(d - b'0');
+        denominator *= 10;
+    }
+    // whole < 2^64 and multiplier <= 2^40, numerator < 10^20 < 2^67: no
+    // overflow in u128.
+    let multiplier = u128::from(multiplier);
+    let bytes = whole * multiplier + numerator * multiplier / denominator;
+    u64::try_from(bytes).map_err(|_| overflow())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_small_and_exact() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1), "1 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1024), "1.0 KiB");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(64 * MIB), "64.0 MiB");
+        assert_eq!(format_bytes(GIB), "1.0 GiB");
+        assert_eq!(format_bytes(5 * TIB / 2), "2.5 TiB");
+    }
+
+    #[test]
+    fn format_rounds_and_carries() {
+        assert_eq!(format_bytes(1075), "1.0 KiB"); // 1.0498
+        assert_eq!(format_bytes(1076), "1.1 KiB"); // 1.0508
+        assert_eq!(format_bytes(MIB - 1), "1.0 MiB");
+        assert_eq!(format_bytes(GIB - 1), "1.0 GiB");
+        assert_eq!(format_bytes(TIB - 1), "1.0 TiB");
+        assert_eq!(format_bytes(1023 * MIB), "1023.0 MiB");
+        assert_eq!(format_bytes(u64::MAX), "16777216.0 TiB");
+    }
+
+    #[test]
+    fn format_then_parse_is_close() {
+        // Plain loop in place of a property test: the printed value parses
+        // back to within the rounding of one decimal.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let bytes = x >> (x % 64);
+            let text = format_bytes(bytes);
+            let back = parse_size(&text).unwrap();
+            let unit = match text.rsplit(' ').next().unwrap() {
+                "B" => 1,
+                "KiB" => KIB,
+                "MiB" => MIB,
+                "GiB" => GIB,
+                _ => TIB,
+            };
+            assert!(
+                back.abs_diff(bytes) <= unit / 20 + 1,
+                "{bytes} -> {text} -> {back}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_units() {
+        let cases = [
+            ("0", 0),
+            ("1048576", MIB),
+            ("17B", 17),
+            ("64MiB", 64 * MIB),
+            ("1GiB", GIB),
+            ("512M", 512 * MIB),
+            ("512MB", 512 * MIB),
+            ("512mb", 512 * MIB),
+            ("512Mi", 512 * MIB),
+            ("2k", 2 * KIB),
+            ("2KB", 2 * KIB),
+            ("2kib", 2 * KIB),
+            ("3g", 3 * GIB),
+            ("1T", TIB),
+            ("1tib", TIB),
+            ("1.5GiB", 3 * GIB / 2),
+            (".5K", 512),
+            ("2.K", 2 * KIB),
+            ("  64 MiB ", 64 * MIB),
+            ("0.1KiB", 102), // 102.4, rounded down
+            ("1.5", 1),
+            ("16777215.99999999999999999999999TiB", u64::MAX),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text), Ok(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn parse_rejects_garbage() {
+        for text in [
+            "", " ", "abc", "MiB", ".", "1.2.3", "1..2", "+5", "nan", "1 2",
+        ] {
+            let err = parse_size(text).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ParseSizeError::Invalid { .. } | ParseSizeError::UnknownUnit { .. }
+                ),
+                "{text:?}: {err:?}"
+            );
+            assert!(err.to_string().contains(&format!("{text:?}")), "{err}");
+        }
+        assert_eq!(
+            parse_size("12XB"),
+            Err(ParseSizeError::UnknownUnit {
+                input: "12XB".into(),
+                unit: "XB".into()
+            })
+        );
+        assert!(matches!(
+            parse_size("1e9"),
+            Err(ParseSizeError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            parse_size("5 MiBs"),
+            Err(ParseSizeError::UnknownUnit { .. })
+        ));
+    }
+
+    #[test]
+    fn parse_rejects_negative_and_overflow() {
+        assert_eq!(
+            parse_size("-1G"),
+            Err(ParseSizeError::Negative {
+                input: "-1G".into()
+            })
+        );
+        assert!(matches!(
+            parse_size(" -0"),
+            Err(ParseSizeError::Negative { .. })
+        ));
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+        for text in [
+            "18446744073709551616",
+            "99999999999999999999999999999",
+            "16777216TiB",
+            "17179869184G",
+        ] {
+            let err = parse_size(text).unwrap_err();
+            assert_eq!(err, ParseSizeError::Overflow { input: text.into() });
+            assert!(err.to_string().contains(text));
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! outcore: compute over arrays larger than memory, under a memory budget
+//! you set.
+//!
+//! outcore opens numeric arrays that live on disk (NumPy `.npy`, raw
+//! binary), splits them into blocks of rows, streams the blocks through
+//! parallel workers and keeps the process's memory under a budget. This
+//! crate is the face users depend on: it re-exports the workspace's crates
+//! and their principal types.
+//!
+//! # Brief overview
+//!
+//! * [`chunker`] — on-disk arrays: [`ArrayFile`], [`BlockPlan`], [`Block`],
+//!   atomic outputs with [`ArrayWriter`], dtypes ([`DType`]) and
+//!   synthetic data ([`chunker::synth`]).
+//! * [`spill`] — the memory budget: [`MemoryBudget`], [`Reservation`], and
+//!   size parsing/formatting ([`parse_size`], [`format_bytes`]).
+//! * [`exec`] — the execution engine.
+//!
+//! # Example
+//!
+//! ```
+//! use outcore::{ArrayFile, ArrayWriter, DType, OutputSpec};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("x.npy");
+//! let writer = ArrayWriter::create(&path, OutputSpec::npy(DType::F32, vec![2, 3]))?;
+//! writer.write_block(0, ndarray::array![[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]].view())?;
+//! writer.finish()?;
+//!
+//! let x = ArrayFile::open(&path)?;
+//! let block = x.read_rows(0..2)?;
+//! assert_eq!(block.view::<f32>()?.column(2).to_vec(), vec![3.0, 6.0]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub use outcore_chunker as chunker;
+pub use outcore_exec as exec;
+pub use outcore_spill as spill;
+
+pub use outcore_chunker::{
+    ArrayFile, ArrayMeta, ArrayWriter, Block, BlockPlan, ByteOrder, DType, Element, Format, Layout,
+    OutputFormat, OutputSpec, RawSpec, ReadMode, f16, with_dtype,
+};
+pub use outcore_spill::{
+    Consumer, MemoryBudget, Reservation, default_limit, format_bytes, parse_size, process_memory,
+};
