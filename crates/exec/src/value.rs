@@ -1,0 +1,201 @@
+//! Dynamically typed arrays: computed results ([`AnyArray`]) and block
+//! views handed to kernels ([`AnyView`]).
+
+use half::f16;
+use ndarray::{ArrayD, ArrayView2, IxDyn};
+use outcore_chunker::DType;
+
+macro_rules! any_enums {
+    ($($var:ident => $t:ty),* $(,)?) => {
+        /// An owned n-dimensional array of any supported dtype: what a
+        /// computation returns (a 0-d array for a reduction over all
+        /// elements, 1-d along an axis, 2-d for a materialised expression).
+        #[derive(Clone, Debug, PartialEq)]
+        #[allow(missing_docs)] // one variant per dtype, named after it
+        pub enum AnyArray {
+            $($var(ArrayD<$t>),)*
+        }
+
+        /// A borrowed `rows × row_len` view of any supported dtype: the
+        /// unit of data reductions consume.
+        #[derive(Clone, Copy, Debug)]
+        #[allow(missing_docs)] // one variant per dtype, named after it
+        pub enum AnyView<'a> {
+            $($var(ArrayView2<'a, $t>),)*
+        }
+
+        impl AnyArray {
+            /// The element type.
+            pub fn dtype(&self) -> DType {
+                match self {
+                    $(AnyArray::$var(_) => <$t as outcore_chunker::Element>::DATA_TYPE,)*
+                }
+            }
+
+            /// The shape.
+            pub fn shape(&self) -> &[usize] {
+                match self {
+                    $(AnyArray::$var(a) => a.shape(),)*
+                }
+            }
+
+            /// Number of elements.
+            pub fn len(&self) -> usize {
+                self.shape().iter().product()
+            }
+
+            /// True when the array holds no elements.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// The values converted to `f64` (exact for every dtype except
+            /// 64-bit integers beyond 2⁵³, which round as NumPy's `astype`).
+            pub fn to_f64(&self) -> ArrayD<f64> {
+                match self {
+                    $(AnyArray::$var(a) => a.mapv(|v| ToF64::to_f64(v)),)*
+                }
+            }
+
+            /// The values as JSON-friendly scalars, flat in C order.
+            pub fn to_scalars(&self) -> Vec<Scalar> {
+                match self {
+                    $(AnyArray::$var(a) => a.iter().map(|&v| ToScalar::to_scalar(v)).collect(),)*
+                }
+            }
+        }
+
+        impl<'a> AnyView<'a> {
+            /// The element type.
+            pub fn dtype(&self) -> DType {
+                match self {
+                    $(AnyView::$var(_) => <$t as outcore_chunker::Element>::DATA_TYPE,)*
+                }
+            }
+
+            /// Rows in the view.
+            pub fn nrows(&self) -> usize {
+                match self {
+                    $(AnyView::$var(a) => a.nrows(),)*
+                }
+            }
+
+            /// Elements per row.
+            pub fn ncols(&self) -> usize {
+                match self {
+                    $(AnyView::$var(a) => a.ncols(),)*
+                }
+            }
+        }
+
+        $(
+            impl From<ArrayD<$t>> for AnyArray {
+                fn from(a: ArrayD<$t>) -> AnyArray {
+                    AnyArray::$var(a)
+                }
+            }
+
+            impl<'a> From<ArrayView2<'a, $t>> for AnyView<'a> {
+                fn from(a: ArrayView2<'a, $t>) -> AnyView<'a> {
+                    AnyView::$var(a)
+                }
+            }
+        )*
+    };
+}
+
+any_enums! {
+    Bool => bool,
+    I8 => i8,
+    I16 => i16,
+    I32 => i32,
+    I64 => i64,
+    U8 => u8,
+    U16 => u16,
+    U32 => u32,
+    U64 => u64,
+    F16 => f16,
+    F32 => f32,
+    F64 => f64,
+}
+
+impl AnyArray {
+    /// A 0-d array holding one value.
+    pub fn scalar<T: Clone>(v: T) -> AnyArray
+    where
+        AnyArray: From<ArrayD<T>>,
+    {
+        AnyArray::from(ArrayD::from_elem(IxDyn(&[]), v))
+    }
+
+    /// The single value of a 0-d (or one-element) array as `f64`.
+    pub fn as_f64_scalar(&self) -> Option<f64> {
+        (self.len() == 1).then(|| self.to_f64().iter().next().copied().unwrap_or(f64::NAN))
+    }
+}
+
+/// One value of a result, as JSON output wants it: integers stay exact.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar {
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer (exact).
+    Int(i64),
+    /// An unsigned integer (exact).
+    UInt(u64),
+    /// A floating-point value (may be NaN or infinite).
+    Float(f64),
+}
+
+trait ToF64: Copy {
+    fn to_f64(self) -> f64;
+}
+
+trait ToScalar: Copy {
+    fn to_scalar(self) -> Scalar;
+}
+
+macro_rules! to_f64_as {
+    ($($t:ty => $s:ident as $w:ty),*) => {$(
+        impl ToF64 for $t {
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+        }
+        impl ToScalar for $t {
+            #[inline]
+            fn to_scalar(self) -> Scalar {
+                Scalar::$s(self as $w)
+            }
+        }
+    )*};
+}
+
+to_f64_as!(i8 => Int as i64, i16 => Int as i64, i32 => Int as i64, i64 => Int as i64,
+           u8 => UInt as u64, u16 => UInt as u64, u32 => UInt as u64, u64 => UInt as u64,
+           f32 => Float as f64, f64 => Float as f64);
+
+impl ToF64 for bool {
+    fn to_f64(self) -> f64 {
+        f64::from(u8::from(self))
+    }
+}
+
+impl ToScalar for bool {
+    fn to_scalar(self) -> Scalar {
+        Scalar::Bool(self)
+    }
+}
+
+impl ToF64 for f16 {
+    fn to_f64(self) -> f64 {
+        f16::to_f64(self)
+    }
+}
+
+impl ToScalar for f16 {
+    fn to_scalar(self) -> Scalar {
+        Scalar::Float(f16::to_f64(self))
+    }
+}
