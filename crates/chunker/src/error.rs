@@ -13,16 +13,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An operating-system I/O error.
-    #[error("{path}: {action}: {source}")]
+    /// An operating-system I/O error. Its message includes the
+    /// operating system's (so it is not repeated as a `source()`).
+    #[error("{path}: {action}: {error}")]
     Io {
         /// The file involved.
         path: PathBuf,
         /// What was being done (`"open"`, `"read"`, `"write"`, ...).
         action: &'static str,
         /// The underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The file does not start with the `.npy` magic string `\x93NUMPY`.
     #[error(
@@ -208,7 +208,7 @@ impl Error {
         Error::Io {
             path: path.to_path_buf(),
             action,
-            source,
+            error: source,
         }
     }
 

@@ -118,7 +118,7 @@ impl ArrayFile {
         let shape = match &spec.shape {
             Some(shape) => shape.clone(),
             None => {
-                if available % itemsize != 0 {
+                if !available.is_multiple_of(itemsize) {
                     return Err(Error::BadRawSpec {
                         path: path.to_path_buf(),
                         reason: format!(
@@ -226,7 +226,7 @@ impl ArrayFile {
         let offset = meta.data_offset + rows.start * meta.row_bytes() as u64;
         let direct = self.mode == ReadMode::Mmap
             && meta.byte_order.is_native()
-            && offset % itemsize as u64 == 0;
+            && offset.is_multiple_of(itemsize as u64);
         if direct {
             let map = map_window(&self.file, offset, nbytes)
                 .map_err(|e| Error::io(&self.path, "map", e))?;

@@ -20,7 +20,7 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use half::f16;
 
@@ -229,9 +229,13 @@ pub fn write_array(
     let meta = writer.meta().clone();
     let plan = BlockPlan::from_bytes(meta.rows(), meta.row_bytes(), block_bytes);
     let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
     let worker = || -> Result<()> {
         let mut buf = Vec::new();
         loop {
+            if failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             let Some(rows) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 return Ok(());
             };
@@ -241,7 +245,11 @@ pub fn write_array(
             if !meta.byte_order.is_native() {
                 swap_in_place(&mut buf, meta.dtype.itemsize());
             }
-            writer.write_rows(rows.start, &buf)?;
+            if let Err(e) = writer.write_rows(rows.start, &buf) {
+                // Stop the other workers: the output is lost anyway.
+                failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
             progress(buf.len() as u64);
         }
     };

@@ -278,7 +278,7 @@ impl ArrayWriter {
         let row_bytes = self.meta.row_bytes();
         let rows = match row_bytes {
             0 => 0,
-            rb if nbytes % rb == 0 => (nbytes / rb) as u64,
+            rb if nbytes.is_multiple_of(rb) => (nbytes / rb) as u64,
             rb => {
                 return Err(self.mismatch(format!(
                     "{nbytes} bytes are not a whole number of {rb}-byte rows"

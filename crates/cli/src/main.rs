@@ -1,1 +1,107 @@
-fn main() {}
+//! `outcore`: inspect, generate and compute over arrays larger than memory.
+//!
+//! The command-line face of the outcore engine. Each subcommand lives in
+//! its own module under [`cmd`]; argument parsing shared between them is in
+//! [`args`], and printing (text, JSON, progress bars, errors) in [`output`].
+//!
+//! Exit status: 0 on success; 1 when the command fails, with one line
+//! `error: ...` on stderr; 2 for a usage error (bad or missing arguments),
+//! also as one line.
+
+mod args;
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "outcore",
+    version,
+    about = "Out-of-core compute over on-disk arrays (.npy, raw), under a memory budget",
+    arg_required_else_help = true,
+    propagate_version = true
+)]
+struct Cli {
+    /// The subcommand to run.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+///
+/// The variants carry no doc comments on purpose: clap would take them as
+/// the subcommands' help, over the `about` and `long_about` that each
+/// command's `Args` sets beside its code.
+#[derive(Debug, Subcommand)]
+enum Command {
+    // `outcore info`: see `cmd::info`.
+    Info(cmd::info::Args),
+    // `outcore gen`: see `cmd::gen`.
+    Gen(cmd::r#gen::Args),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Info(args) => cmd::info::run(args),
+            Command::Gen(args) => cmd::r#gen::run(args),
+        }
+    }
+}
+
+/// Exit status for a command that failed.
+const EXIT_FAILURE: u8 = 1;
+/// Exit status for a usage error (as clap uses).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`outcore info x.npy | head -1`): not an error.
+        Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            output::print_error(&output::error_line(&err));
+            if err.downcast_ref::<args::UsageError>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    }
+}
+
+/// Runs the parsed command line.
+fn run(cli: Cli) -> anyhow::Result<()> {
+    cli.command.run()
+}
+
+/// Handles a clap error: help and version go out as clap prints them; a
+/// usage error becomes one `error: ...` line (the message and any tip) and
+/// exit status 2.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    if !err.use_stderr() || err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // --help, --version, or bare `outcore`: print what clap prints.
+        let _ = err.print();
+        return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(EXIT_USAGE));
+    }
+    let rendered = err.render().to_string();
+    let mut paragraphs = rendered.split("\n\n").map(output::one_line);
+    let mut line = paragraphs.next().unwrap_or_default();
+    for tip in paragraphs.filter(|p| p.starts_with("tip:")) {
+        line.push_str("; ");
+        line.push_str(&tip);
+    }
+    let message = line.strip_prefix("error: ").unwrap_or(&line);
+    output::print_error(&format!("{message} (see --help)"));
+    ExitCode::from(EXIT_USAGE)
+}

@@ -1,0 +1,282 @@
+//! Argument types and clap value parsers shared by the subcommands: shapes,
+//! sizes, dtypes, byte orders, thread counts, and the options that name an
+//! input array (a `.npy` file, or a raw file described on the command line).
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use outcore::chunker::synth::Distribution;
+use outcore::{ArrayFile, ByteOrder, DType, RawSpec};
+
+/// A usage error found after clap has parsed the arguments (for example,
+/// two options that contradict each other). `main` exits with status 2 for
+/// it, as clap does for its own usage errors.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// An array shape given on the command line: comma-separated non-negative
+/// integers, optionally in parentheses as Python prints it.
+///
+/// `"2097152,256"`, `"(4, 3)"`, `"7"` and `"(7,)"` are accepted; an empty
+/// string (or `"()"`) is the shape of a 0-d array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Shape(pub(crate) Vec<u64>);
+
+/// Parses a [`Shape`] (clap value parser).
+pub(crate) fn parse_shape(input: &str) -> Result<Shape, String> {
+    let trimmed = input.trim();
+    let inner = match trimmed.strip_prefix('(') {
+        Some(rest) => rest
+            .strip_suffix(')')
+            .ok_or_else(|| format!("invalid shape '{input}': unbalanced parenthesis"))?,
+        None => trimmed,
+    };
+    let inner = inner.trim();
+    if inner.is_empty() {
+        return Ok(Shape(Vec::new()));
+    }
+    // One trailing comma is allowed, as in Python's `(7,)`.
+    let inner = inner.strip_suffix(',').unwrap_or(inner);
+    inner
+        .split(',')
+        .map(|dim| {
+            let dim = dim.trim().replace('_', "");
+            dim.parse::<u64>().map_err(|_| {
+                format!(
+                    "invalid shape '{input}': dimension '{dim}' is not a non-negative integer \
+                     (expected comma-separated sizes such as 1000,20; an empty string means 0-d)"
+                )
+            })
+        })
+        .collect::<Result<Vec<u64>, String>>()
+        .map(Shape)
+}
+
+/// A dtype given on the command line, and the byte order it names when it is
+/// written as a NumPy type string with a byte-order prefix (`<f8`, `>i2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DTypeArg {
+    /// The element type.
+    pub(crate) dtype: DType,
+    /// The byte order named by a `<`, `>`, `=` or `|` prefix, if any.
+    pub(crate) byte_order: Option<ByteOrder>,
+}
+
+impl DTypeArg {
+    /// The byte order to use: the one from `--byte-order` or from the
+    /// dtype's prefix, native when neither is given.
+    ///
+    /// # Errors
+    ///
+    /// A [`UsageError`] when both are given and disagree (for multi-byte
+    /// dtypes; one-byte dtypes have no byte order).
+    pub(crate) fn resolve_byte_order(&self, flag: Option<ByteOrder>) -> Result<ByteOrder> {
+        match (self.byte_order, flag) {
+            (Some(a), Some(b)) if a != b && self.dtype.itemsize() > 1 => Err(UsageError(format!(
+                "--dtype names {a}-endian elements but --byte-order is {b}"
+            ))
+            .into()),
+            (_, Some(order)) | (Some(order), None) => Ok(order),
+            (None, None) => Ok(ByteOrder::NATIVE),
+        }
+    }
+}
+
+/// Parses a [`DTypeArg`] (clap value parser): short names (`f64`, `u8`),
+/// NumPy names (`float32`) and type strings (`<f8`, `>i2`).
+pub(crate) fn parse_dtype(input: &str) -> Result<DTypeArg, String> {
+    let trimmed = input.trim();
+    if trimmed.starts_with(['<', '>', '|', '=']) {
+        let (dtype, order) = outcore::chunker::parse_descr(trimmed).map_err(|e| e.to_string())?;
+        Ok(DTypeArg {
+            dtype,
+            byte_order: Some(order),
+        })
+    } else {
+        let dtype = trimmed.parse::<DType>().map_err(|e| e.to_string())?;
+        Ok(DTypeArg {
+            dtype,
+            byte_order: None,
+        })
+    }
+}
+
+/// Parses a byte order (clap value parser): `little`, `big` or `native`.
+pub(crate) fn parse_byte_order(input: &str) -> Result<ByteOrder, String> {
+    input.parse()
+}
+
+/// Parses a synthetic-data distribution (clap value parser).
+pub(crate) fn parse_distribution(input: &str) -> Result<Distribution, String> {
+    input.parse()
+}
+
+/// Parses a byte size such as `8MiB` or `1048576` (clap value parser);
+/// units are binary, see [`outcore::parse_size`]. Zero is refused.
+pub(crate) fn parse_nonzero_size(input: &str) -> Result<u64, String> {
+    match outcore::parse_size(input) {
+        Ok(0) => Err(format!("invalid size '{input}': must be at least 1 byte")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Parses a thread count of at least one (clap value parser).
+pub(crate) fn parse_threads(input: &str) -> Result<NonZeroUsize, String> {
+    input
+        .trim()
+        .parse::<NonZeroUsize>()
+        .map_err(|_| format!("invalid thread count '{input}': expected an integer of at least 1"))
+}
+
+/// The number of threads to use when none is asked for: the machine's
+/// available parallelism, or 1 if that is unknown.
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// The options that name an input array: a path, read as `.npy` unless
+/// `--raw` describes it as raw binary.
+///
+/// Commands that read one array flatten this into their arguments, so all
+/// of them accept raw files the same way.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InputArgs {
+    /// The array file: a NumPy .npy file, or raw binary with --raw.
+    #[arg(value_name = "PATH")]
+    pub(crate) path: PathBuf,
+
+    /// Read PATH as raw binary elements with no header (like np.memmap);
+    /// needs --dtype.
+    #[arg(long, requires = "dtype", help_heading = "Raw input")]
+    pub(crate) raw: bool,
+
+    /// Element type of a raw file: f64, f32, f16, i64 .. i8, u64 .. u8, bool,
+    /// a NumPy name (float32) or type string (<f8, >i2).
+    #[arg(long, requires = "raw", value_name = "DTYPE", value_parser = parse_dtype,
+          help_heading = "Raw input")]
+    pub(crate) dtype: Option<DTypeArg>,
+
+    /// Shape of a raw file, comma-separated (100,20; "" for 0-d). By
+    /// default, 1-d: as many elements as the file holds after the offset.
+    #[arg(long, requires = "raw", value_name = "SHAPE", value_parser = parse_shape,
+          help_heading = "Raw input")]
+    pub(crate) shape: Option<Shape>,
+
+    /// Bytes to skip at the start of a raw file. By default, 0.
+    #[arg(
+        long,
+        requires = "raw",
+        value_name = "BYTES",
+        help_heading = "Raw input"
+    )]
+    pub(crate) offset: Option<u64>,
+
+    /// Byte order of a raw file's elements: little, big or native. By
+    /// default, native (or the order a type string such as >f8 names).
+    #[arg(long, requires = "raw", value_name = "ORDER", value_parser = parse_byte_order,
+          help_heading = "Raw input")]
+    pub(crate) byte_order: Option<ByteOrder>,
+}
+
+impl InputArgs {
+    /// Opens the input array.
+    ///
+    /// # Errors
+    ///
+    /// The chunker's error (which names the path) when the file cannot be
+    /// opened or its header or size is wrong; a [`UsageError`] when the raw
+    /// options contradict each other.
+    pub(crate) fn open(&self) -> Result<ArrayFile> {
+        if !self.raw {
+            return Ok(ArrayFile::open(&self.path)?);
+        }
+        let dtype = self
+            .dtype
+            .ok_or_else(|| UsageError("--raw needs --dtype".to_string()))?;
+        let spec = RawSpec {
+            dtype: dtype.dtype,
+            byte_order: dtype.resolve_byte_order(self.byte_order)?,
+            shape: self.shape.as_ref().map(|s| s.0.clone()),
+            offset: self.offset.unwrap_or(0),
+        };
+        Ok(ArrayFile::open_raw(&self.path, &spec)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let ok = |s: &str| parse_shape(s).unwrap().0;
+        assert_eq!(ok("2097152,256"), vec![2_097_152, 256]);
+        assert_eq!(ok(" 4 , 3 "), vec![4, 3]);
+        assert_eq!(ok("(4, 3)"), vec![4, 3]);
+        assert_eq!(ok("(7,)"), vec![7]);
+        assert_eq!(ok("7"), vec![7]);
+        assert_eq!(ok("1_000,2"), vec![1000, 2]);
+        assert_eq!(ok("0"), vec![0]);
+        assert_eq!(ok(""), Vec::<u64>::new());
+        assert_eq!(ok("()"), Vec::<u64>::new());
+        // A single trailing comma is Python's 1-tuple spelling.
+        assert_eq!(ok("4,3,"), vec![4, 3]);
+        for bad in [
+            "-1",
+            "4,,3",
+            "a",
+            ",",
+            "(4,3",
+            "1.5",
+            "18446744073709551616",
+        ] {
+            assert!(parse_shape(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dtypes_and_byte_orders() {
+        let d = parse_dtype("f64").unwrap();
+        assert_eq!((d.dtype, d.byte_order), (DType::F64, None));
+        let d = parse_dtype(">i2").unwrap();
+        assert_eq!((d.dtype, d.byte_order), (DType::I16, Some(ByteOrder::Big)));
+        assert!(parse_dtype("complex128").is_err());
+        assert!(parse_dtype("<c16").is_err());
+
+        assert_eq!(d.resolve_byte_order(None).unwrap(), ByteOrder::Big);
+        assert_eq!(
+            d.resolve_byte_order(Some(ByteOrder::Big)).unwrap(),
+            ByteOrder::Big
+        );
+        assert!(d.resolve_byte_order(Some(ByteOrder::Little)).is_err());
+        let u8 = parse_dtype("|u1").unwrap();
+        assert_eq!(
+            u8.resolve_byte_order(Some(ByteOrder::Big)).unwrap(),
+            ByteOrder::Big
+        );
+        let f = parse_dtype("float32").unwrap();
+        assert_eq!(f.resolve_byte_order(None).unwrap(), ByteOrder::NATIVE);
+    }
+
+    #[test]
+    fn sizes_and_threads() {
+        assert_eq!(parse_nonzero_size("8MiB").unwrap(), 8 << 20);
+        assert!(parse_nonzero_size("0").is_err());
+        assert!(parse_nonzero_size("lots").is_err());
+        assert_eq!(parse_threads("3").unwrap().get(), 3);
+        assert!(parse_threads("0").is_err());
+        assert!(parse_threads("-2").is_err());
+        assert!(default_threads() >= 1);
+    }
+}

@@ -1,0 +1,11 @@
+//! One module per subcommand. Each has an `Args` struct (clap arguments,
+//! with the subcommand's help) and a `run(Args) -> anyhow::Result<()>`;
+//! `main.rs` lists them in its `Command` enum.
+//!
+//! To add a command: write `cmd/NAME.rs` with `Args` and `run`, declare it
+//! here, and add a variant to `Command` and an arm to `Command::run`.
+//! Commands that read one array flatten [`crate::args::InputArgs`] into
+//! their `Args`; JSON and text output go through [`crate::output`].
+
+pub(crate) mod r#gen;
+pub(crate) mod info;
