@@ -73,7 +73,7 @@ impl BlockPlan {
         if start >= self.rows {
             return None;
         }
-        Some(start..(start + self.block_rows).min(self.rows))
+        Some(start..start + (self.rows - start).min(self.block_rows))
     }
 
     /// The row ranges of all blocks, in order.
@@ -251,8 +251,11 @@ impl Block {
     /// As [`Block::as_slice`].
     pub fn view<T: Element>(&self) -> Result<ArrayView2<'_, T>> {
         let slice = self.as_slice::<T>()?;
-        Ok(ArrayView2::from_shape((self.rows, self.row_len), slice)
-            .expect("block length is rows * row_len"))
+        ArrayView2::from_shape((self.rows, self.row_len), slice).map_err(|_| Error::Overflow {
+            path: self.path.to_path_buf(),
+            shape: vec![self.rows as u64, self.row_len as u64],
+            itemsize: self.dtype.itemsize(),
+        })
     }
 }
 

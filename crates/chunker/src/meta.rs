@@ -85,6 +85,10 @@ impl ArrayMeta {
             shape: shape.clone(),
             itemsize: dtype.itemsize(),
         };
+        // NumPy's dimensions are signed 64-bit (npy_intp); so are ndarray's.
+        if shape.iter().any(|&d| d > i64::MAX as u64) {
+            return Err(overflow());
+        }
         let rows = shape.first().copied().unwrap_or(1);
         let row_len = shape
             .iter()

@@ -44,8 +44,9 @@ const GROWTH_AXIS_MAX_DIGITS: usize = 21;
 pub(crate) fn read_meta(path: &Path, file: &File, file_len: u64) -> Result<ArrayMeta> {
     let mut prefix = [0u8; 12];
     let got = read_up_to(path, file, &mut prefix, 0)?;
-    if got < MAGIC.len() || &prefix[..MAGIC.len()] != MAGIC {
-        let n = got.min(MAGIC.len());
+    // Like NumPy, a file too short for the magic and version is not a .npy file.
+    if got < MAGIC.len() + 2 || &prefix[..MAGIC.len()] != MAGIC {
+        let n = got.min(MAGIC.len() + 2);
         return Err(Error::BadMagic {
             path: path.to_path_buf(),
             found: if n == 0 {
@@ -54,12 +55,6 @@ pub(crate) fn read_meta(path: &Path, file: &File, file_len: u64) -> Result<Array
                 hex(&prefix[..n])
             },
         });
-    }
-    if got < 8 {
-        return Err(Error::bad_header(
-            path,
-            format!("file ends after {got} bytes, inside the format version"),
-        ));
     }
     let (major, minor) = (prefix[6], prefix[7]);
     let (len_bytes, utf8) = match (major, minor) {

@@ -224,8 +224,9 @@ impl ArrayFile {
             return Ok(block(buf));
         }
         let offset = meta.data_offset + rows.start * meta.row_bytes() as u64;
+        // One-byte elements have no byte order to convert.
         let direct = self.mode == ReadMode::Mmap
-            && meta.byte_order.is_native()
+            && (meta.byte_order.is_native() || itemsize == 1)
             && offset.is_multiple_of(itemsize as u64);
         if direct {
             let map = map_window(&self.file, offset, nbytes)
@@ -258,7 +259,7 @@ impl ArrayFile {
 
     /// Converts a buffer of file-order elements to native byte order in place.
     fn to_native(&self, bytes: &mut [u8]) {
-        if !self.meta.byte_order.is_native() {
+        if !self.meta.byte_order.is_native() && self.meta.dtype.itemsize() > 1 {
             swap_in_place(bytes, self.meta.dtype.itemsize());
         }
     }

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use ndarray::ArrayView2;
 use tempfile::TempPath;
@@ -129,7 +129,37 @@ pub struct ArrayWriter {
     file: File,
     meta: ArrayMeta,
     spec: OutputSpec,
-    rows_written: AtomicU64,
+    written: Mutex<Coverage>,
+}
+
+/// The row ranges written so far, sorted and merged.
+#[derive(Debug, Default)]
+struct Coverage(Vec<(u64, u64)>);
+
+impl Coverage {
+    fn add(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let (mut start, mut end) = (start, end);
+        // Merge with every range that touches or overlaps [start, end).
+        self.0.retain(|&(s, e)| {
+            if e < start || s > end {
+                true
+            } else {
+                start = start.min(s);
+                end = end.max(e);
+                false
+            }
+        });
+        let at = self.0.partition_point(|&(s, _)| s < start);
+        self.0.insert(at, (start, end));
+    }
+
+    /// Rows covered.
+    fn rows(&self) -> u64 {
+        self.0.iter().map(|(s, e)| e - s).sum()
+    }
 }
 
 /// Elements converted per chunk when a block must be byte-swapped or made
@@ -194,7 +224,7 @@ impl ArrayWriter {
             file,
             meta,
             spec,
-            rows_written: AtomicU64::new(0),
+            written: Mutex::new(Coverage::default()),
         })
     }
 
@@ -218,7 +248,7 @@ impl ArrayWriter {
     pub fn write_rows(&self, start_row: u64, bytes: &[u8]) -> Result<()> {
         let rows = self.check_rows(start_row, bytes.len())?;
         self.write_at(start_row, 0, bytes)?;
-        self.rows_written.fetch_add(rows, Ordering::Relaxed);
+        self.note_written(start_row, rows);
         Ok(())
     }
 
@@ -268,8 +298,15 @@ impl ArrayWriter {
                 }
             }
         }
-        self.rows_written.fetch_add(rows, Ordering::Relaxed);
+        self.note_written(start_row, rows);
         Ok(())
+    }
+
+    fn note_written(&self, start_row: u64, rows: u64) {
+        // A poisoned lock only means another writer thread panicked; the
+        // coverage itself is always consistent.
+        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        w.add(start_row, start_row + rows);
     }
 
     /// Checks that `nbytes` are whole rows fitting from `start_row`;
@@ -334,7 +371,11 @@ impl ArrayWriter {
     /// and overwriting is off; [`Error::Io`] when syncing or renaming fails.
     /// On error the temporary file is removed.
     pub fn finish(self) -> Result<ArrayMeta> {
-        let written = self.rows_written.load(Ordering::Relaxed);
+        let written = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rows();
         let expected = if self.meta.row_bytes() == 0 {
             0
         } else {
