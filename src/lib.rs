@@ -14,7 +14,9 @@
 //!   synthetic data ([`chunker::synth`]).
 //! * [`spill`] — the memory budget: [`MemoryBudget`], [`Reservation`], and
 //!   size parsing/formatting ([`parse_size`], [`format_bytes`]).
-//! * [`exec`] — the execution engine.
+//! * [`exec`] — the engine: [`Engine`], lazy [`Expr`]essions, reductions
+//!   ([`ReduceOp`]), results ([`AnyArray`]) and [`RunReport`]s; [`Error`]
+//!   covers every crate's errors.
 //!
 //! # Example
 //!
@@ -40,8 +42,13 @@ pub use outcore_spill as spill;
 
 pub use outcore_chunker::{
     ArrayFile, ArrayMeta, ArrayWriter, Block, BlockPlan, ByteOrder, DType, Element, Format, Layout,
-    OutputFormat, OutputSpec, RawSpec, ReadMode, f16, with_dtype,
+    OutputFormat, OutputSpec, RawSpec, ReadMode, f16, parse_descr, with_dtype,
+};
+pub use outcore_exec::{
+    AnyArray, Engine, EngineBuilder, Error, Explain, Expr, ReduceAxis, ReduceOp, Result, RunReport,
+    Scalar, aggregate,
 };
 pub use outcore_spill::{
-    Consumer, MemoryBudget, Reservation, default_limit, format_bytes, parse_size, process_memory,
+    Consumer, MemoryBudget, Reservation, available_memory, default_limit, format_bytes, parse_size,
+    process_memory,
 };

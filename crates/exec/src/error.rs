@@ -41,7 +41,9 @@ pub enum Error {
     Invalid(String),
     /// A reduction with no elements to reduce where NumPy raises too
     /// (min, max, argmin, argmax of an empty array or axis).
-    #[error("{op} of an empty {what} is undefined (zero-size array to reduction operation {op} which has no identity)")]
+    #[error(
+        "{op} of an empty {what} is undefined (zero-size array to reduction operation {op} which has no identity)"
+    )]
     Empty {
         /// The operation.
         op: String,
@@ -49,7 +51,9 @@ pub enum Error {
         what: &'static str,
     },
     /// An exact integer sum does not fit the result dtype.
-    #[error("{op} overflows {dtype}: the exact result {value} does not fit (NumPy would wrap silently); cast to float64 first")]
+    #[error(
+        "{op} overflows {dtype}: the exact result {value} does not fit (NumPy would wrap silently); cast to float64 first"
+    )]
     IntegerOverflow {
         /// The operation.
         op: String,
@@ -64,13 +68,12 @@ pub enum Error {
     Panic(String),
     /// An I/O error outside the array files (e.g. a thread pool or a
     /// progress sink).
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The path involved.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (its message is part of this one's).
+        error: std::io::Error,
     },
     /// Building the thread pool failed.
     #[error("could not start the thread pool: {0}")]

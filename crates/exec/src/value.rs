@@ -89,6 +89,19 @@ macro_rules! any_enums {
         }
 
         $(
+            impl DynElement for $t {
+                fn from_view(v: AnyView<'_>) -> Option<ArrayView2<'_, $t>> {
+                    match v {
+                        AnyView::$var(a) => Some(a),
+                        _ => None,
+                    }
+                }
+
+                fn into_any(a: ArrayD<$t>) -> AnyArray {
+                    AnyArray::$var(a)
+                }
+            }
+
             impl From<ArrayD<$t>> for AnyArray {
                 fn from(a: ArrayD<$t>) -> AnyArray {
                     AnyArray::$var(a)
@@ -102,6 +115,15 @@ macro_rules! any_enums {
             }
         )*
     };
+}
+
+/// An element type that can move in and out of the dynamically typed
+/// [`AnyView`] and [`AnyArray`]: every [`Element`](outcore_chunker::Element).
+pub trait DynElement: outcore_chunker::Element {
+    /// The typed view inside `v`, if `v` holds this type.
+    fn from_view(v: AnyView<'_>) -> Option<ArrayView2<'_, Self>>;
+    /// Wraps a typed array.
+    fn into_any(a: ArrayD<Self>) -> AnyArray;
 }
 
 any_enums! {

@@ -1,0 +1,1220 @@
+//! The engine: configuration, planning, memory sizing and running passes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ndarray::{ArrayD, IxDyn};
+use outcore_chunker::{
+    ArrayFile, ArrayWriter, Block, DType, OutputSpec, RawSpec, ReadMode, with_dtype,
+};
+use outcore_spill::{Consumer, MemoryBudget, Reservation};
+use rayon::ThreadPool;
+
+use crate::error::{Error, Result};
+use crate::eval::{BlockInputs, Buf, Machine, TILE_ELEMS, lane_of};
+use crate::expr::{Expr, Extent};
+use crate::plan::{
+    Explain, Input, NodeId, Pass, PassInfo, PassRequest, Planner, id, level, reduce_nodes,
+    small_value,
+};
+use crate::reduce::{Partial, ReduceAxis};
+use crate::value::{AnyArray, AnyView};
+
+/// Default bytes of input per block: large enough that mapping a window
+/// costs nothing next to reading it, small enough for several blocks in
+/// flight under small budgets.
+const DEFAULT_BLOCK_BYTES: u64 = 8 << 20;
+
+/// Builds an [`Engine`]. Every setting has a default.
+#[derive(Clone, Debug, Default)]
+pub struct EngineBuilder {
+    memory_limit: Option<u64>,
+    budget: Option<MemoryBudget>,
+    threads: Option<usize>,
+    pool: Option<Arc<ThreadPool>>,
+    block_bytes: Option<u64>,
+    progress: bool,
+    read_mode: ReadMode,
+    fsync: bool,
+    overwrite: bool,
+}
+
+impl EngineBuilder {
+    /// The memory limit in bytes for the data the engine holds. By default,
+    /// [`outcore_spill::default_limit`]: half of the memory available when
+    /// the engine is built (1 GiB where that cannot be read).
+    pub fn memory_limit(mut self, bytes: u64) -> EngineBuilder {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Shares an existing budget (for several engines in one process).
+    /// Overrides [`EngineBuilder::memory_limit`]. By default, each engine
+    /// has a budget of its own.
+    pub fn budget(mut self, budget: MemoryBudget) -> EngineBuilder {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Worker threads of the engine's own pool. By default, the machine's
+    /// available parallelism. Ignored when a pool is given.
+    pub fn threads(mut self, n: usize) -> EngineBuilder {
+        self.threads = Some(n.max(1));
+        self
+    }
+
+    /// Runs on the caller's rayon pool instead of building one. By default
+    /// the engine builds its own; it never touches the global pool.
+    pub fn thread_pool(mut self, pool: Arc<ThreadPool>) -> EngineBuilder {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Target bytes of input per block (at least one row is always read).
+    /// By default 8 MiB, lowered as the memory limit requires.
+    pub fn block_bytes(mut self, bytes: u64) -> EngineBuilder {
+        self.block_bytes = Some(bytes.max(1));
+        self
+    }
+
+    /// Shows a progress bar on stderr when stderr is a terminal. By
+    /// default, off: the library never prints unless asked.
+    pub fn progress(mut self, yes: bool) -> EngineBuilder {
+        self.progress = yes;
+        self
+    }
+
+    /// How input blocks are read. By default, [`ReadMode::Mmap`].
+    pub fn read_mode(mut self, mode: ReadMode) -> EngineBuilder {
+        self.read_mode = mode;
+        self
+    }
+
+    /// Whether outputs are synced to disk before they take their final
+    /// name. By default, true.
+    pub fn fsync(mut self, yes: bool) -> EngineBuilder {
+        self.fsync = yes;
+        self
+    }
+
+    /// Whether outputs may replace existing files. By default, false.
+    pub fn overwrite(mut self, yes: bool) -> EngineBuilder {
+        self.overwrite = yes;
+        self
+    }
+
+    /// Builds the engine.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ThreadPool`] when the thread pool cannot start.
+    pub fn build(self) -> Result<Engine> {
+        let budget = match self.budget {
+            Some(b) => b,
+            None => MemoryBudget::new(
+                self.memory_limit
+                    .unwrap_or_else(outcore_spill::default_limit),
+            ),
+        };
+        let pool = match self.pool {
+            Some(p) => p,
+            None => {
+                let threads = self
+                    .threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                Arc::new(
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .thread_name(|i| format!("outcore-worker-{i}"))
+                        .build()
+                        .map_err(|e| Error::ThreadPool(e.to_string()))?,
+                )
+            }
+        };
+        Ok(Engine {
+            budget,
+            pool,
+            block_bytes: self.block_bytes.unwrap_or(DEFAULT_BLOCK_BYTES),
+            progress: self.progress,
+            read_mode: self.read_mode,
+            fsync: self.fsync,
+            overwrite: self.overwrite,
+        })
+    }
+}
+
+/// Runs computations over on-disk arrays under a memory budget.
+///
+/// ```
+/// use outcore_exec::Engine;
+/// use outcore_chunker::{ArrayWriter, DType, OutputSpec};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("x.npy");
+/// let w = ArrayWriter::create(&path, OutputSpec::npy(DType::F64, vec![4, 2]))?;
+/// w.write_block(0, ndarray::array![[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0]].view())?;
+/// w.finish()?;
+///
+/// let engine = Engine::builder().memory_limit(16 << 20).threads(2).build()?;
+/// let x = engine.open(&path)?;
+/// let (mean, std) = engine.compute((&x.mean(0), &x.std(0, 0)))?;
+/// assert_eq!(mean.to_f64().into_raw_vec_and_offset().0, vec![2.5, 25.0]);
+/// let std = std.to_f64();
+/// assert!((std[1] - 11.180339887498949).abs() < 1e-12);
+///
+/// // Standardize: one statistics pass, one write pass.
+/// let z = (&x - &x.mean(0)) / &x.std(0, 0);
+/// engine.write_npy(&z.cast(DType::F32), dir.path().join("z.npy"))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Engine {
+    budget: MemoryBudget,
+    pool: Arc<ThreadPool>,
+    block_bytes: u64,
+    progress: bool,
+    read_mode: ReadMode,
+    fsync: bool,
+    overwrite: bool,
+}
+
+/// What a run did and used.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Streaming passes run.
+    pub passes: usize,
+    /// Blocks processed, over all passes.
+    pub blocks: u64,
+    /// Input bytes read.
+    pub bytes_read: u64,
+    /// Output bytes written.
+    pub bytes_written: u64,
+    /// Bytes spilled to temporary files.
+    pub bytes_spilled: u64,
+    /// The memory limit in bytes.
+    pub memory_limit: u64,
+    /// Largest reservation of each consumer during the run, in bytes.
+    pub reserved_by_consumer: Vec<(Consumer, u64)>,
+    /// Largest total reservation during the run, in bytes.
+    pub peak_reserved: u64,
+    /// The process's peak resident set (VmHWM) after the run; Linux only.
+    pub peak_rss: Option<u64>,
+    /// The process's resident set (VmRSS) after the run; Linux only.
+    pub rss: Option<u64>,
+}
+
+impl RunReport {
+    fn finish(&mut self, start: Instant) {
+        self.elapsed = start.elapsed();
+        if let Some(m) = outcore_spill::process_memory() {
+            self.peak_rss = Some(m.peak_rss);
+            self.rss = Some(m.rss);
+        }
+    }
+
+    fn note_reservations(&mut self, parts: &[(Consumer, u64)]) {
+        let total: u64 = parts.iter().map(|p| p.1).sum();
+        self.peak_reserved = self.peak_reserved.max(total);
+        for &(c, b) in parts {
+            match self.reserved_by_consumer.iter_mut().find(|x| x.0 == c) {
+                Some(x) => x.1 = x.1.max(b),
+                None => self.reserved_by_consumer.push((c, b)),
+            }
+        }
+    }
+}
+
+/// A set of expressions computed together (in as few passes as possible).
+pub trait Outputs {
+    /// What computing them returns.
+    type Values;
+    /// The expressions, in order.
+    fn exprs(&self) -> Vec<Expr>;
+    /// Builds the return value from the computed arrays (same order).
+    fn values(values: Vec<AnyArray>) -> Self::Values;
+}
+
+impl Outputs for &Expr {
+    type Values = AnyArray;
+    fn exprs(&self) -> Vec<Expr> {
+        vec![(*self).clone()]
+    }
+    fn values(mut v: Vec<AnyArray>) -> AnyArray {
+        v.remove(0)
+    }
+}
+
+impl Outputs for Expr {
+    type Values = AnyArray;
+    fn exprs(&self) -> Vec<Expr> {
+        vec![self.clone()]
+    }
+    fn values(mut v: Vec<AnyArray>) -> AnyArray {
+        v.remove(0)
+    }
+}
+
+impl Outputs for &[Expr] {
+    type Values = Vec<AnyArray>;
+    fn exprs(&self) -> Vec<Expr> {
+        self.to_vec()
+    }
+    fn values(v: Vec<AnyArray>) -> Vec<AnyArray> {
+        v
+    }
+}
+
+impl Outputs for Vec<Expr> {
+    type Values = Vec<AnyArray>;
+    fn exprs(&self) -> Vec<Expr> {
+        self.clone()
+    }
+    fn values(v: Vec<AnyArray>) -> Vec<AnyArray> {
+        v
+    }
+}
+
+macro_rules! tuple_outputs {
+    ($($name:ident),+) => {
+        impl<$($name: std::borrow::Borrow<Expr>),+> Outputs for ($($name,)+) {
+            type Values = ($(tuple_outputs!(@any $name),)+);
+            #[allow(non_snake_case)]
+            fn exprs(&self) -> Vec<Expr> {
+                let ($($name,)+) = self;
+                vec![$($name.borrow().clone()),+]
+            }
+            fn values(v: Vec<AnyArray>) -> Self::Values {
+                let mut it = v.into_iter();
+                ($(tuple_outputs!(@next it $name),)+)
+            }
+        }
+    };
+    (@any $name:ident) => { AnyArray };
+    (@next $it:ident $name:ident) => { $it.next().expect("one value per expression") };
+}
+
+tuple_outputs!(A, B);
+tuple_outputs!(A, B, C);
+tuple_outputs!(A, B, C, D);
+tuple_outputs!(A, B, C, D, E);
+tuple_outputs!(A, B, C, D, E, F);
+tuple_outputs!(A, B, C, D, E, F, G);
+tuple_outputs!(A, B, C, D, E, F, G, H);
+
+/// Where a streamed (full-extent) expression goes.
+enum Dest {
+    Write(Arc<ArrayWriter>),
+    Collect,
+}
+
+/// Sizes of one pass, derived from the budget.
+#[derive(Clone, Debug)]
+struct Sizing {
+    block_rows: u64,
+    slots: usize,
+    /// Bytes reserved for the whole pass, by consumer.
+    fixed: Vec<(Consumer, u64)>,
+    /// Bytes of one slot, by consumer.
+    slot: Vec<(Consumer, u64)>,
+    block_bytes: u64,
+}
+
+impl Sizing {
+    fn total(&self) -> u64 {
+        let f: u64 = self.fixed.iter().map(|p| p.1).sum();
+        let s: u64 = self.slot.iter().map(|p| p.1).sum();
+        f + s * self.slots as u64
+    }
+
+    fn by_consumer(&self) -> Vec<(Consumer, u64)> {
+        let mut out: Vec<(Consumer, u64)> = Vec::new();
+        let mut add = |c: Consumer, b: u64| match out.iter_mut().find(|x| x.0 == c) {
+            Some(x) => x.1 += b,
+            None => out.push((c, b)),
+        };
+        for &(c, b) in &self.fixed {
+            add(c, b);
+        }
+        for &(c, b) in &self.slot {
+            add(c, b * self.slots as u64);
+        }
+        out.retain(|x| x.1 > 0);
+        out
+    }
+}
+
+/// One block as read: its source blocks and the memory slot it holds.
+struct ReadBlock {
+    first_row: u64,
+    rows: usize,
+    blocks: Vec<Block>,
+    slot: Vec<Reservation>,
+}
+
+/// One block's results.
+struct BlockResult {
+    partials: Vec<Partial>,
+    collected: Vec<Vec<u8>>,
+}
+
+impl Engine {
+    /// A builder with every setting at its default.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder {
+            fsync: true,
+            ..EngineBuilder::default()
+        }
+    }
+
+    /// An engine with default settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`EngineBuilder::build`].
+    pub fn new() -> Result<Engine> {
+        Engine::builder().build()
+    }
+
+    /// The engine's memory budget.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Opens a `.npy` file as a lazy expression. Only the header is read.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArrayFile::open`].
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<Expr> {
+        let file = ArrayFile::open(path)?.with_read_mode(self.read_mode);
+        Ok(Expr::source(Arc::new(file)))
+    }
+
+    /// Opens a raw binary file as a lazy expression.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArrayFile::open_raw`].
+    pub fn open_raw(&self, path: impl AsRef<Path>, spec: &RawSpec) -> Result<Expr> {
+        let file = ArrayFile::open_raw(path, spec)?.with_read_mode(self.read_mode);
+        Ok(Expr::source(Arc::new(file)))
+    }
+
+    /// Computes expressions: reductions (and expressions of them) are
+    /// returned as 0-d or 1-d arrays; a streamed expression is
+    /// materialised in memory if it fits the budget. Everything requested
+    /// is computed in the fewest passes over the data.
+    ///
+    /// # Errors
+    ///
+    /// Construction errors recorded in the expressions, I/O and format
+    /// errors, [`Error::LimitTooSmall`], reduction errors (empty input for
+    /// min/max, integer overflow) and panics in user functions.
+    pub fn compute<O: Outputs>(&self, outputs: O) -> Result<O::Values> {
+        self.compute_with_report(outputs).map(|(v, _)| v)
+    }
+
+    /// As [`Engine::compute`], also returning the run's report.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::compute`].
+    pub fn compute_with_report<O: Outputs>(&self, outputs: O) -> Result<(O::Values, RunReport)> {
+        let exprs = outputs.exprs();
+        let (values, report) = self.run(&exprs, None)?;
+        Ok((O::values(values), report))
+    }
+
+    /// Writes a streamed expression to a `.npy` file, atomically (see
+    /// [`ArrayWriter`]). Reductions it depends on are computed first, in
+    /// as few passes as possible.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::compute`], plus [`outcore_chunker::Error::OutputExists`]
+    /// when the output exists and overwriting is off.
+    pub fn write_npy(&self, expr: &Expr, path: impl AsRef<Path>) -> Result<RunReport> {
+        let spec = OutputSpec::npy(expr.dtype(), expr.shape());
+        self.write(expr, path, spec)
+    }
+
+    /// Writes a streamed expression as `spec` describes (format, byte
+    /// order; the spec's dtype and shape must match the expression's).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::write_npy`]; [`Error::Shape`] when the spec does not
+    /// match the expression.
+    pub fn write(
+        &self,
+        expr: &Expr,
+        path: impl AsRef<Path>,
+        spec: OutputSpec,
+    ) -> Result<RunReport> {
+        expr.check()?;
+        if !matches!(expr.extent, Extent::Full { .. }) {
+            return Err(Error::Shape(format!(
+                "{expr} is a reduced value, not an array streamed by rows; use compute"
+            )));
+        }
+        if spec.dtype() != expr.dtype() || spec.shape() != expr.shape().as_slice() {
+            return Err(Error::Shape(format!(
+                "output spec {} {:?} does not match the expression's {} {:?}",
+                spec.dtype(),
+                spec.shape(),
+                expr.dtype(),
+                expr.shape()
+            )));
+        }
+        let spec = spec.fsync(self.fsync).overwrite(self.overwrite);
+        let path = path.as_ref();
+        if !self.overwrite && path.exists() {
+            return Err(outcore_chunker::Error::OutputExists {
+                path: path.to_path_buf(),
+            }
+            .into());
+        }
+        let (_, report) = self.run(std::slice::from_ref(expr), Some((path, spec)))?;
+        Ok(report)
+    }
+
+    /// Describes how the expressions would run: passes, fused programs,
+    /// block sizes, bytes to read and write, and the memory estimate.
+    ///
+    /// Reductions of earlier passes are not run; their sizes are known
+    /// from the shapes.
+    ///
+    /// # Errors
+    ///
+    /// Construction errors, and [`Error::LimitTooSmall`] when the plan
+    /// cannot run under the limit.
+    pub fn explain<O: Outputs>(&self, outputs: O) -> Result<Explain> {
+        let exprs = outputs.exprs();
+        let mut explain = Explain {
+            passes: Vec::new(),
+            memory_limit: self.budget.limit(),
+            threads: self.threads(),
+        };
+        let requests = self.requests(&exprs, false)?;
+        // Placeholder values of the right shape stand in for reductions of
+        // earlier passes, so later passes compile as they will run.
+        let mut values = HashMap::new();
+        for req in &requests {
+            let pass = Planner { values: &values }.build(req)?;
+            let store_bytes: Vec<u64> = req
+                .stores
+                .iter()
+                .map(|(e, d)| e.extent.row_len() as u64 * d.itemsize() as u64)
+                .collect();
+            let sizing = self.size(&pass, &store_bytes, false)?;
+            explain.passes.push(pass_info(&pass, req, &sizing));
+            for r in &req.reduces {
+                values.insert(id(r), placeholder(r));
+            }
+        }
+        Ok(explain)
+    }
+
+    /// Splits the work into pass requests (level by level, and by row count).
+    fn requests(&self, exprs: &[Expr], write: bool) -> Result<Vec<PassRequest>> {
+        for e in exprs {
+            e.check()?;
+        }
+        let mut memo = HashMap::new();
+        let mut reduces = Vec::new();
+        let mut seen = HashMap::new();
+        for e in exprs {
+            reduce_nodes(e, &mut reduces, &mut seen);
+        }
+        let mut by_key: Vec<((usize, u64), PassRequest)> = Vec::new();
+        fn slot(by_key: &mut Vec<((usize, u64), PassRequest)>, lvl: usize, rows: u64) -> usize {
+            match by_key.iter().position(|(k, _)| *k == (lvl, rows)) {
+                Some(i) => i,
+                None => {
+                    by_key.push((
+                        (lvl, rows),
+                        PassRequest {
+                            rows,
+                            reduces: Vec::new(),
+                            stores: Vec::new(),
+                        },
+                    ));
+                    by_key.len() - 1
+                }
+            }
+        }
+        for r in reduces {
+            let crate::expr::Node::Reduce(_, _, arg) = &*r.node else {
+                continue;
+            };
+            let lvl = level(&r, &mut memo);
+            let i = slot(&mut by_key, lvl, arg.extent.rows());
+            by_key[i].1.reduces.push(r.clone());
+        }
+        for e in exprs {
+            if let Extent::Full { rows, .. } = e.extent {
+                let lvl = level(e, &mut memo) + 1;
+                let i = slot(&mut by_key, lvl, rows);
+                by_key[i].1.stores.push((e.clone(), e.dtype));
+            } else if write {
+                return Err(Error::Shape(format!("{e} is not streamed")));
+            }
+        }
+        by_key.sort_by_key(|(k, _)| *k);
+        Ok(by_key.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Chooses block size and blocks in flight for a pass under the limit.
+    fn size(&self, pass: &Pass, store_row_bytes: &[u64], collect: bool) -> Result<Sizing> {
+        let threads = self.threads() as u64;
+        let limit = self.budget.limit();
+        let src_row = pass.source_row_bytes();
+        let store_row: u64 = store_row_bytes.iter().sum();
+        let stage_row: u64 = pass
+            .stages
+            .iter()
+            .map(|s| {
+                let input = pass.frames[s.frame].cols as u64 * s.in_dtype.itemsize() as u64;
+                input + s.out_len as u64 * s.out_dtype.itemsize() as u64
+            })
+            .sum();
+        let reduce_row: u64 = pass
+            .reduces
+            .iter()
+            .map(|r| (r.set.state_bytes(2) as u64).saturating_sub(r.set.state_bytes(1) as u64))
+            .sum();
+        let per_row = src_row + store_row + stage_row + reduce_row;
+        let partial_fixed: u64 = pass
+            .reduces
+            .iter()
+            .map(|r| r.set.state_bytes(0) as u64)
+            .sum();
+        let scratch: u64 = pass
+            .frames
+            .iter()
+            .map(|f| f.prog.scratch_bytes(TILE_ELEMS.max(f.cols)) as u64)
+            .sum::<u64>()
+            * threads;
+        let merged: u64 = pass
+            .reduces
+            .iter()
+            .map(|r| r.set.state_bytes(pass.rows.min(usize::MAX as u64) as usize) as u64)
+            .sum();
+        let values: u64 = pass
+            .frames
+            .iter()
+            .flat_map(|f| f.prog.instrs.iter())
+            .map(|i| match i {
+                crate::eval::Instr::Value { data, .. } => buf_bytes(data),
+                _ => 0,
+            })
+            .sum();
+        let collected = if collect { pass.rows * store_row } else { 0 };
+        let fixed = vec![
+            (Consumer::Kernel, scratch),
+            (Consumer::State, merged + values),
+            (Consumer::Other, collected),
+        ];
+        let fixed_total: u64 = fixed.iter().map(|p| p.1).sum();
+        let slot_fixed = partial_fixed;
+        let minimum = fixed_total + slot_fixed + per_row.max(1);
+        if limit < minimum || (per_row == 0 && limit < fixed_total + slot_fixed) {
+            return Err(Error::LimitTooSmall {
+                limit,
+                row_bytes: per_row,
+                minimum,
+                detail: format!(
+                    "input {src_row} B, output {store_row} B, map_blocks {stage_row} B, \
+                     per-row results {reduce_row} B; plus {} B of states, scratch and results",
+                    fixed_total + slot_fixed
+                ),
+            });
+        }
+        let target_rows = if src_row == 0 {
+            pass.rows.max(1)
+        } else {
+            (self.block_bytes / src_row).max(1)
+        };
+        let avail = limit - fixed_total;
+        let mut slots = (2 * threads).max(1);
+        let block_rows = loop {
+            let per_slot = avail / slots;
+            let fit = per_slot.saturating_sub(slot_fixed) / per_row.max(1);
+            if fit >= 1 || slots == 1 {
+                break fit.max(1);
+            }
+            slots -= 1;
+        };
+        let rows = pass.rows.max(1);
+        let block_rows = block_rows.min(target_rows).min(rows).min(u32::MAX as u64);
+        // No more slots than blocks.
+        let blocks = rows.div_ceil(block_rows);
+        let slots = slots.min(blocks).max(1) as usize;
+        let slot = vec![
+            (Consumer::Reader, block_rows * src_row),
+            (Consumer::Writer, block_rows * (store_row + stage_row)),
+            (Consumer::State, slot_fixed + block_rows * reduce_row),
+        ];
+        Ok(Sizing {
+            block_rows,
+            slots,
+            fixed,
+            slot,
+            block_bytes: block_rows * (src_row + store_row),
+        })
+    }
+
+    /// Reserves a pass's memory: everything at once, or nothing while
+    /// waiting (so engines sharing a budget never deadlock holding parts).
+    fn reserve(&self, sizing: &Sizing) -> Result<(Vec<Reservation>, Vec<Vec<Reservation>>)> {
+        loop {
+            match self.try_reserve_all(sizing) {
+                Ok(r) => return Ok(r),
+                Err(outcore_spill::BudgetError::Exhausted { .. }) => {
+                    // Wait until the whole amount is free, then try again.
+                    let total = sizing.total();
+                    drop(self.budget.reserve(Consumer::Other, total)?);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn try_reserve_all(
+        &self,
+        sizing: &Sizing,
+    ) -> std::result::Result<(Vec<Reservation>, Vec<Vec<Reservation>>), outcore_spill::BudgetError>
+    {
+        let mut fixed = Vec::new();
+        for &(c, b) in &sizing.fixed {
+            fixed.push(self.budget.try_reserve(c, b)?);
+        }
+        let mut slots = Vec::new();
+        for _ in 0..sizing.slots {
+            let mut slot = Vec::new();
+            for &(c, b) in &sizing.slot {
+                slot.push(self.budget.try_reserve(c, b)?);
+            }
+            slots.push(slot);
+        }
+        Ok((fixed, slots))
+    }
+
+    /// Plans and runs everything `exprs` need; writes the single streamed
+    /// expression to `output` when given.
+    fn run(
+        &self,
+        exprs: &[Expr],
+        output: Option<(&Path, OutputSpec)>,
+    ) -> Result<(Vec<AnyArray>, RunReport)> {
+        let start = Instant::now();
+        let mut report = RunReport {
+            memory_limit: self.budget.limit(),
+            ..RunReport::default()
+        };
+        let requests = self.requests(exprs, output.is_some())?;
+        let mut values: HashMap<NodeId, AnyArray> = HashMap::new();
+        let mut output = output;
+        for req in &requests {
+            let pass = Planner { values: &values }.build(req)?;
+            let store_row_bytes: Vec<u64> = req
+                .stores
+                .iter()
+                .map(|(e, d)| e.extent.row_len() as u64 * d.itemsize() as u64)
+                .collect();
+            let collect = output.is_none() && !req.stores.is_empty();
+            let sizing = self.size(&pass, &store_row_bytes, collect)?;
+            let mut dests = Vec::new();
+            for _ in &req.stores {
+                match output.take() {
+                    Some((path, spec)) => {
+                        dests.push(Dest::Write(Arc::new(ArrayWriter::create(path, spec)?)))
+                    }
+                    None => dests.push(Dest::Collect),
+                }
+            }
+            self.run_pass(&pass, req, &sizing, &dests, &mut values, &mut report)?;
+            for d in dests {
+                if let Dest::Write(w) = d {
+                    let w = Arc::try_unwrap(w).map_err(|_| {
+                        Error::Invalid("internal: output writer still shared".into())
+                    })?;
+                    w.finish()?;
+                }
+            }
+            report.passes += 1;
+        }
+        let mut out = Vec::new();
+        for e in exprs {
+            out.push(match values.remove(&id(e)) {
+                Some(v) => v,
+                None => match e.extent {
+                    Extent::Full { .. } => AnyArray::scalar(0u8), // written, not returned
+                    _ => {
+                        let (buf, _) = small_value(&values, e)?;
+                        buf_to_array(&buf, e.dtype, &e.shape())?
+                    }
+                },
+            });
+            // A value returned twice (the same expression requested twice).
+            if let Some(v) = out.last() {
+                values.insert(id(e), v.clone());
+            }
+        }
+        report.finish(start);
+        Ok((out, report))
+    }
+
+    fn run_pass(
+        &self,
+        pass: &Pass,
+        req: &PassRequest,
+        sizing: &Sizing,
+        dests: &[Dest],
+        values: &mut HashMap<NodeId, AnyArray>,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        let (_fixed, slots) = self.reserve(sizing)?;
+        report.note_reservations(&sizing.by_consumer());
+        let plan = outcore_chunker::BlockPlan::new(pass.rows, sizing.block_rows);
+        let n = plan.len();
+        let bytes_read = AtomicU64::new(0);
+        let bar = self.progress_bar(pass.rows * pass.source_row_bytes());
+
+        // Reductions accumulate here, in block order.
+        let mut merged: Vec<Option<Partial>> = (0..pass.reduces.len()).map(|_| None).collect();
+        let mut collected: Vec<Vec<u8>> = vec![Vec::new(); pass.stores.len()];
+
+        let read = |i: usize, slot: Vec<Reservation>| -> Result<ReadBlock> {
+            let rows = plan.get(i).expect("block index below len");
+            let mut blocks = Vec::with_capacity(pass.sources.len());
+            for src in &pass.sources {
+                blocks.push(src.read_rows(rows.clone())?);
+            }
+            Ok(ReadBlock {
+                first_row: rows.start,
+                rows: (rows.end - rows.start) as usize,
+                blocks,
+                slot,
+            })
+        };
+        let work = |_i: usize, rb: ReadBlock| -> Result<(BlockResult, Vec<Reservation>)> {
+            let out = self.work_block(pass, &rb, dests)?;
+            bytes_read.fetch_add(
+                rb.blocks.iter().map(|b| b.nbytes() as u64).sum(),
+                Ordering::Relaxed,
+            );
+            Ok((out, rb.slot))
+        };
+        let merge = |_i: usize, r: BlockResult| -> Result<()> {
+            let mut block_bytes = 0;
+            for (k, p) in r.partials.into_iter().enumerate() {
+                match &mut merged[k] {
+                    Some(acc) => pass.reduces[k].set.merge(acc, p),
+                    slot @ None => *slot = Some(p),
+                }
+            }
+            for (k, bytes) in r.collected.into_iter().enumerate() {
+                block_bytes += bytes.len();
+                collected[k].extend_from_slice(&bytes);
+            }
+            let _ = block_bytes;
+            if let Some(bar) = &bar {
+                bar.inc(sizing.block_rows * pass.source_row_bytes());
+            }
+            Ok(())
+        };
+        crate::stream::run(&self.pool, n, slots, read, work, merge)?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        report.blocks += n as u64;
+        report.bytes_read += bytes_read.load(Ordering::Relaxed);
+        for (k, store) in pass.stores.iter().enumerate() {
+            let row_bytes = req.stores[k].0.extent.row_len() as u64 * store.dtype.itemsize() as u64;
+            match &dests[k] {
+                Dest::Write(_) => report.bytes_written += pass.rows * row_bytes,
+                Dest::Collect => {
+                    let e = &req.stores[k].0;
+                    let bytes = std::mem::take(&mut collected[k]);
+                    values.insert(
+                        store.target,
+                        bytes_to_array(&bytes, store.dtype, &e.shape())?,
+                    );
+                }
+            }
+        }
+        for (k, sink) in pass.reduces.iter().enumerate() {
+            let partial = match merged[k].take() {
+                Some(p) => p,
+                None => sink.set.init(),
+            };
+            let results = sink.set.finish(partial)?;
+            for ((_, nodes, dtype), result) in sink.targets.iter().zip(results) {
+                let result = if result.dtype() == *dtype {
+                    result
+                } else {
+                    cast_array(&result, *dtype)
+                };
+                let result = match sink.axis {
+                    ReduceAxis::Axis0 => reshape(result, &sink.row_shape)?,
+                    _ => result,
+                };
+                for node in nodes {
+                    values.insert(*node, result.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Computes one block: stages, fused frames, reductions, stores.
+    fn work_block(&self, pass: &Pass, rb: &ReadBlock, dests: &[Dest]) -> Result<BlockResult> {
+        let views: Vec<AnyView<'_>> = rb.blocks.iter().map(block_view).collect::<Result<_>>()?;
+        // map_blocks stages, in order.
+        let mut stage_out: Vec<AnyArray> = Vec::with_capacity(pass.stages.len());
+        for stage in &pass.stages {
+            let result = self.run_stage(pass, stage, &views, &stage_out, rb)?;
+            stage_out.push(result);
+        }
+        self.work_frames(pass, rb, &views, &stage_out, dests)
+    }
+
+    /// Evaluates a `map_blocks` stage's input for the block and calls it.
+    fn run_stage(
+        &self,
+        pass: &Pass,
+        stage: &crate::plan::Stage,
+        views: &[AnyView<'_>],
+        stage_out: &[AnyArray],
+        rb: &ReadBlock,
+    ) -> Result<AnyArray> {
+        let rows = rb.rows;
+        {
+            let inputs = BlockInputs {
+                sources: views,
+                blocks: stage_out,
+                first_row: rb.first_row,
+            };
+            let frame = &pass.frames[stage.frame];
+            let cols = frame.cols;
+            let mut machine = Machine::new(&frame.prog, TILE_ELEMS.max(cols));
+            let mut bytes = vec![0u64; (rows * cols * stage.in_dtype.itemsize()).div_ceil(8)];
+            let byte_view: &mut [u8] = bytemuck::cast_slice_mut(&mut bytes);
+            for_tiles(rows, cols, |r0, r1| -> Result<()> {
+                machine.run(&frame.prog, &inputs, r0, r1, cols)?;
+                let isz = stage.in_dtype.itemsize();
+                crate::eval::store_bytes(
+                    machine.reg(stage.reg),
+                    (r1 - r0) * cols,
+                    stage.in_dtype,
+                    &mut byte_view[r0 * cols * isz..r1 * cols * isz],
+                );
+                Ok(())
+            })?;
+            let input = bytes_to_array(
+                &byte_view[..rows * cols * stage.in_dtype.itemsize()],
+                stage.in_dtype,
+                &[rows as u64, cols as u64],
+            )?;
+            let result = call_stage(stage, &input)?;
+            if result.shape() != [rows, stage.out_len] || result.dtype() != stage.out_dtype {
+                return Err(Error::Shape(format!(
+                    "map_blocks returned {} {:?} for a block of {rows} rows; expected {} [{rows}, {}]",
+                    result.dtype(),
+                    result.shape(),
+                    stage.out_dtype,
+                    stage.out_len
+                )));
+            }
+            Ok(result)
+        }
+    }
+
+    /// Runs the fused frames, reductions and stores of one block.
+    fn work_frames(
+        &self,
+        pass: &Pass,
+        rb: &ReadBlock,
+        views: &[AnyView<'_>],
+        stage_out: &[AnyArray],
+        dests: &[Dest],
+    ) -> Result<BlockResult> {
+        let rows = rb.rows;
+        let inputs = BlockInputs {
+            sources: views,
+            blocks: stage_out,
+            first_row: rb.first_row,
+        };
+        let mut partials: Vec<Partial> = pass.reduces.iter().map(|r| r.set.init()).collect();
+        // Output buffers, 8-aligned so any dtype can be stored in place.
+        let mut outs: Vec<Vec<u64>> = pass
+            .stores
+            .iter()
+            .map(|s| {
+                let cols = pass.frames[s.frame].cols;
+                vec![0u64; (rows * cols * s.dtype.itemsize()).div_ceil(8)]
+            })
+            .collect();
+        // Reductions straight over an input block: no conversion.
+        for (k, sink) in pass.reduces.iter().enumerate() {
+            if let Input::Source(src) = sink.input {
+                let view = views[src];
+                let cols = view.ncols();
+                for_tiles(rows, cols, |r0, r1| -> Result<()> {
+                    sink.set.update(
+                        &mut partials[k],
+                        slice_rows(view, r0, r1),
+                        rb.first_row + r0 as u64,
+                    );
+                    Ok(())
+                })?;
+            }
+        }
+        for (f, frame) in pass.frames.iter().enumerate() {
+            let users_reduce: Vec<usize> = pass
+                .reduces
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| matches!(r.input, Input::Reg { frame, .. } if frame == f))
+                .map(|(k, _)| k)
+                .collect();
+            let users_store: Vec<usize> = pass
+                .stores
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.frame == f)
+                .map(|(k, _)| k)
+                .collect();
+            if users_reduce.is_empty() && users_store.is_empty() {
+                continue;
+            }
+            let cols = frame.cols;
+            let mut machine = Machine::new(&frame.prog, TILE_ELEMS.max(cols));
+            for_tiles(rows, cols, |r0, r1| -> Result<()> {
+                machine.run(&frame.prog, &inputs, r0, r1, cols)?;
+                for &k in &users_reduce {
+                    let Input::Reg { reg, .. } = pass.reduces[k].input else {
+                        continue;
+                    };
+                    let view = machine.reg(reg).view(r1 - r0, cols);
+                    pass.reduces[k]
+                        .set
+                        .update(&mut partials[k], view, rb.first_row + r0 as u64);
+                }
+                for &k in &users_store {
+                    let s = &pass.stores[k];
+                    let isz = s.dtype.itemsize();
+                    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut outs[k]);
+                    crate::eval::store_bytes(
+                        machine.reg(s.reg),
+                        (r1 - r0) * cols,
+                        s.dtype,
+                        &mut bytes[r0 * cols * isz..r1 * cols * isz],
+                    );
+                }
+                Ok(())
+            })?;
+        }
+        let mut collected = Vec::with_capacity(pass.stores.len());
+        for (k, s) in pass.stores.iter().enumerate() {
+            let len = rows * pass.frames[s.frame].cols * s.dtype.itemsize();
+            let bytes: &[u8] = &bytemuck::cast_slice(&outs[k])[..len];
+            match &dests[k] {
+                Dest::Write(w) => {
+                    w.write_rows(rb.first_row, bytes)?;
+                    collected.push(Vec::new());
+                }
+                Dest::Collect => collected.push(bytes.to_vec()),
+            }
+        }
+        Ok(BlockResult {
+            partials,
+            collected,
+        })
+    }
+
+    fn progress_bar(&self, total: u64) -> Option<ProgressBar> {
+        use std::io::IsTerminal;
+        if !self.progress || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    }
+}
+
+/// Calls a `map_blocks` function, turning a panic into an error.
+fn call_stage(stage: &crate::plan::Stage, input: &AnyArray) -> Result<AnyArray> {
+    let view = crate::eval::array_view2(input)?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.f.call(view)))
+        .map_err(|p| Error::Panic(crate::stream::panic_message(&p)))
+}
+
+/// Calls `f(r0, r1)` for consecutive tiles of whole rows.
+fn for_tiles(
+    rows: usize,
+    cols: usize,
+    mut f: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<()> {
+    let step = (TILE_ELEMS / cols.max(1)).max(1);
+    let mut r0 = 0;
+    while r0 < rows {
+        let r1 = (r0 + step).min(rows);
+        f(r0, r1)?;
+        r0 = r1;
+    }
+    Ok(())
+}
+
+fn block_view(b: &Block) -> Result<AnyView<'_>> {
+    Ok(with_dtype!(b.dtype(), T => AnyView::from(b.view::<T>()?)))
+}
+
+fn slice_rows(v: AnyView<'_>, r0: usize, r1: usize) -> AnyView<'_> {
+    macro_rules! s {
+        ($($var:ident),*) => {
+            match v {
+                $(AnyView::$var(a) => AnyView::$var(a.slice_move(ndarray::s![r0..r1, ..])),)*
+            }
+        };
+    }
+    s!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F16, F32, F64)
+}
+
+fn buf_bytes(b: &Buf) -> u64 {
+    match b {
+        Buf::Bool(v) => v.len() as u64,
+        Buf::I64(v) => v.len() as u64 * 8,
+        Buf::U64(v) => v.len() as u64 * 8,
+        Buf::F64(v) => v.len() as u64 * 8,
+    }
+}
+
+/// Builds an array of `dtype` and `shape` from native-order bytes.
+pub(crate) fn bytes_to_array(bytes: &[u8], dtype: DType, shape: &[u64]) -> Result<AnyArray> {
+    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let bad = |e: ndarray::ShapeError| Error::Invalid(format!("internal: result shape: {e}"));
+    Ok(match dtype {
+        DType::Bool => {
+            let v: Vec<bool> = bytes.iter().map(|&b| b != 0).collect();
+            AnyArray::from(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(bad)?)
+        }
+        DType::I8 => pod_array::<i8>(bytes, &shape)?,
+        DType::I16 => pod_array::<i16>(bytes, &shape)?,
+        DType::I32 => pod_array::<i32>(bytes, &shape)?,
+        DType::I64 => pod_array::<i64>(bytes, &shape)?,
+        DType::U8 => pod_array::<u8>(bytes, &shape)?,
+        DType::U16 => pod_array::<u16>(bytes, &shape)?,
+        DType::U32 => pod_array::<u32>(bytes, &shape)?,
+        DType::U64 => pod_array::<u64>(bytes, &shape)?,
+        DType::F16 => pod_array::<half::f16>(bytes, &shape)?,
+        DType::F32 => pod_array::<f32>(bytes, &shape)?,
+        DType::F64 => pod_array::<f64>(bytes, &shape)?,
+    })
+}
+
+fn pod_array<T: bytemuck::Pod>(bytes: &[u8], shape: &[usize]) -> Result<AnyArray>
+where
+    AnyArray: From<ArrayD<T>>,
+{
+    let v: Vec<T> = bytemuck::pod_collect_to_vec(bytes);
+    ArrayD::from_shape_vec(IxDyn(shape), v)
+        .map(AnyArray::from)
+        .map_err(|e| Error::Invalid(format!("internal: result shape: {e}")))
+}
+
+/// Converts a lane buffer into an array of `dtype` and `shape`.
+pub(crate) fn buf_to_array(buf: &Buf, dtype: DType, shape: &[u64]) -> Result<AnyArray> {
+    let n: usize = shape.iter().map(|&d| d as usize).product();
+    let mut bytes = vec![0u64; (n * dtype.itemsize()).div_ceil(8)];
+    let view: &mut [u8] = bytemuck::cast_slice_mut(&mut bytes);
+    crate::eval::store_bytes(buf, n, dtype, &mut view[..n * dtype.itemsize()]);
+    bytes_to_array(&view[..n * dtype.itemsize()], dtype, shape)
+}
+
+/// Casts an array to another dtype (exact where the values fit).
+pub(crate) fn cast_array(a: &AnyArray, dtype: DType) -> AnyArray {
+    let shape: Vec<u64> = a.shape().iter().map(|&d| d as u64).collect();
+    let buf = Buf::from_array(a, lane_of(a.dtype()));
+    buf_to_array(&buf, dtype, &shape).expect("same element count")
+}
+
+fn reshape(a: AnyArray, shape: &[u64]) -> Result<AnyArray> {
+    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    if a.shape() == shape.as_slice() {
+        return Ok(a);
+    }
+    macro_rules! r {
+        ($($var:ident),*) => {
+            match a {
+                $(AnyArray::$var(x) => AnyArray::$var(
+                    x.into_shape_with_order(IxDyn(&shape))
+                        .map_err(|e| Error::Invalid(format!("internal: reshape: {e}")))?,
+                ),)*
+            }
+        };
+    }
+    Ok(r!(
+        Bool, I8, I16, I32, I64, U8, U16, U32, U64, F16, F32, F64
+    ))
+}
+
+/// A value of the right dtype and shape for a reduction not yet run.
+fn placeholder(r: &Expr) -> AnyArray {
+    let shape: Vec<u64> = match &r.extent {
+        Extent::Row { row_len, .. } => vec![*row_len as u64],
+        Extent::Column { rows } => vec![*rows],
+        _ => vec![],
+    };
+    let n: usize = shape.iter().map(|&d| d as usize).product();
+    let bytes = vec![0u8; n * r.dtype.itemsize()];
+    bytes_to_array(&bytes, r.dtype, &shape).unwrap_or_else(|_| AnyArray::scalar(0.0f64))
+}
+
+fn pass_info(pass: &Pass, req: &PassRequest, sizing: &Sizing) -> PassInfo {
+    PassInfo {
+        inputs: pass
+            .sources
+            .iter()
+            .map(|s| s.path().display().to_string())
+            .collect(),
+        reductions: req.reduces.iter().map(|r| r.to_string()).collect(),
+        outputs: req
+            .stores
+            .iter()
+            .map(|(e, d)| format!("{e} as {d}"))
+            .collect(),
+        fused_programs: pass.frames.len() + pass.stages.len(),
+        instructions: pass.frames.iter().map(|f| f.prog.instrs.len()).sum(),
+        rows: pass.rows,
+        block_rows: sizing.block_rows,
+        block_bytes: sizing.block_bytes,
+        blocks_in_flight: sizing.slots,
+        bytes_read: pass.rows * pass.source_row_bytes(),
+        bytes_written: req
+            .stores
+            .iter()
+            .map(|(e, d)| pass.rows * e.extent.row_len() as u64 * d.itemsize() as u64)
+            .sum(),
+        peak_bytes: sizing.total(),
+    }
+}
