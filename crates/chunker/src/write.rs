@@ -162,6 +162,31 @@ impl Coverage {
     }
 }
 
+/// Sizes `file` to `len` bytes, allocating the disk space up front where
+/// the filesystem can (`fallocate`): a full disk is then an error here,
+/// before any work, rather than in the middle of a run — and writing into
+/// allocated blocks is faster on ext4 than extending a sparse file.
+/// Filesystems without `fallocate` get a sparse file (`set_len`).
+fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if len > 0 {
+        let Ok(off_len) = libc::off_t::try_from(len) else {
+            return Err(std::io::Error::from(std::io::ErrorKind::FileTooLarge));
+        };
+        // SAFETY: `fallocate` only reads its integer arguments; the file
+        // descriptor is open and owned by `file` for the whole call.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, off_len) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {}
+                _ => return Err(err),
+            }
+        }
+    }
+    file.set_len(len)
+}
+
 /// Elements converted per chunk when a block must be byte-swapped or made
 /// contiguous before writing: bounds the writer's scratch memory to 1 MiB.
 const CONVERT_CHUNK_BYTES: usize = 1 << 20;
@@ -216,8 +241,7 @@ impl ArrayWriter {
         let io_err = |action, e| Error::io(&temp, action, e);
         file.write_all_at(&header, 0)
             .map_err(|e| io_err("write header", e))?;
-        file.set_len(meta.data_offset + meta.nbytes())
-            .map_err(|e| io_err("size", e))?;
+        preallocate(&file, meta.data_offset + meta.nbytes()).map_err(|e| io_err("allocate", e))?;
         Ok(ArrayWriter {
             path: path.to_path_buf(),
             temp,

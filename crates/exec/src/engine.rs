@@ -14,6 +14,7 @@ use outcore_chunker::{
 use outcore_spill::{Consumer, MemoryBudget, Reservation};
 use rayon::ThreadPool;
 
+use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::eval::{BlockInputs, Buf, Machine, TILE_ELEMS, lane_of};
 use crate::expr::{Expr, Extent};
@@ -22,7 +23,7 @@ use crate::plan::{
     small_value,
 };
 use crate::reduce::{Partial, ReduceAxis};
-use crate::value::{AnyArray, AnyView};
+use crate::value::{AnyArray, AnyView, DynElement};
 
 /// Default bytes of input per block: large enough that mapping a window
 /// costs nothing next to reading it, small enough for several blocks in
@@ -312,6 +313,79 @@ tuple_outputs!(A, B, C, D, E, F, G, H);
 enum Dest {
     Write(Arc<ArrayWriter>),
     Collect,
+    Aggregate(Arc<dyn DynAggregate>),
+}
+
+/// What a run does with its streamed expression.
+enum Target<'a> {
+    /// Streamed expressions are returned in memory.
+    Collect,
+    /// The streamed expression is written to a file.
+    Write(&'a Path, OutputSpec),
+    /// The streamed expression feeds an aggregate.
+    Aggregate(Arc<dyn DynAggregate>),
+}
+
+/// The partial state of a user aggregate, type-erased.
+type AggState = Box<dyn std::any::Any + Send>;
+
+/// An [`Aggregate`] over one element type, type-erased so the engine can
+/// hold it beside the built-in reductions.
+trait DynAggregate: Send + Sync {
+    fn init(&self) -> AggState;
+    fn update(&self, state: &mut AggState, block: AnyView<'_>, first_row: u64);
+    fn merge(&self, into: &mut AggState, next: AggState);
+    /// (bytes of one state, bytes per row it covers)
+    fn state_bytes(&self) -> (u64, u64);
+}
+
+struct AggregateAdapter<T, A> {
+    agg: A,
+    row_len: usize,
+    _t: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T, A> DynAggregate for AggregateAdapter<T, A>
+where
+    T: DynElement,
+    A: Aggregate<T>,
+    A::State: 'static,
+{
+    fn init(&self) -> AggState {
+        Box::new(self.agg.init(self.row_len))
+    }
+
+    fn update(&self, state: &mut AggState, block: AnyView<'_>, first_row: u64) {
+        let state = state
+            .downcast_mut::<A::State>()
+            .expect("states come from this aggregate's init");
+        let view = T::from_view(block).expect("the engine casts the input to T");
+        self.agg.update(state, view, first_row);
+    }
+
+    fn merge(&self, into: &mut AggState, next: AggState) {
+        let into = into
+            .downcast_mut::<A::State>()
+            .expect("states come from this aggregate's init");
+        let next = *next
+            .downcast::<A::State>()
+            .expect("states come from this aggregate's init");
+        self.agg.merge(into, next);
+    }
+
+    fn state_bytes(&self) -> (u64, u64) {
+        (
+            self.agg.state_bytes(self.row_len) as u64,
+            self.agg.state_bytes_per_row(self.row_len) as u64,
+        )
+    }
+}
+
+/// What a run produced.
+struct RunOutput {
+    values: Vec<AnyArray>,
+    report: RunReport,
+    aggregate: Option<AggState>,
 }
 
 /// Sizes of one pass, derived from the budget.
@@ -358,10 +432,32 @@ struct ReadBlock {
     slot: Vec<Reservation>,
 }
 
+/// A worker's reusable buffers for one pass: the registers of every
+/// frame and the output buffers, so blocks allocate nothing.
+struct Scratch {
+    machines: Vec<Machine>,
+    /// 8-aligned output buffers, one per store.
+    outs: Vec<Vec<u64>>,
+}
+
+impl Scratch {
+    fn new(pass: &Pass) -> Scratch {
+        Scratch {
+            machines: pass
+                .frames
+                .iter()
+                .map(|f| Machine::new(&f.prog, TILE_ELEMS.max(f.cols)))
+                .collect(),
+            outs: vec![Vec::new(); pass.stores.len()],
+        }
+    }
+}
+
 /// One block's results.
 struct BlockResult {
     partials: Vec<Partial>,
     collected: Vec<Vec<u8>>,
+    aggregates: Vec<Option<AggState>>,
 }
 
 impl Engine {
@@ -433,8 +529,8 @@ impl Engine {
     /// As [`Engine::compute`].
     pub fn compute_with_report<O: Outputs>(&self, outputs: O) -> Result<(O::Values, RunReport)> {
         let exprs = outputs.exprs();
-        let (values, report) = self.run(&exprs, None)?;
-        Ok((O::values(values), report))
+        let out = self.run(&exprs, Target::Collect)?;
+        Ok((O::values(out.values), out.report))
     }
 
     /// Writes a streamed expression to a `.npy` file, atomically (see
@@ -486,8 +582,88 @@ impl Engine {
             }
             .into());
         }
-        let (_, report) = self.run(std::slice::from_ref(expr), Some((path, spec)))?;
-        Ok(report)
+        let out = self.run(std::slice::from_ref(expr), Target::Write(path, spec))?;
+        Ok(out.report)
+    }
+
+    /// Runs a user [`Aggregate`] over a streamed expression (cast to `T`
+    /// first if its dtype differs), in block order, in parallel, under the
+    /// budget; reductions the expression depends on are computed first.
+    ///
+    /// ```
+    /// use ndarray::ArrayView2;
+    /// use outcore_exec::{Engine, aggregate::Aggregate};
+    /// use outcore_chunker::{ArrayWriter, DType, OutputSpec};
+    ///
+    /// /// Counts values above a threshold.
+    /// struct CountAbove(f64);
+    /// impl Aggregate<f64> for CountAbove {
+    ///     type State = u64;
+    ///     type Output = u64;
+    ///     fn init(&self, _row_len: usize) -> u64 { 0 }
+    ///     fn update(&self, n: &mut u64, block: ArrayView2<'_, f64>, _first_row: u64) {
+    ///         *n += block.iter().filter(|&&v| v > self.0).count() as u64;
+    ///     }
+    ///     fn merge(&self, n: &mut u64, next: u64) { *n += next }
+    ///     fn finish(&self, n: u64, _rows: u64, _row_len: usize) -> outcore_exec::Result<u64> { Ok(n) }
+    /// }
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("x.npy");
+    /// let w = ArrayWriter::create(&path, OutputSpec::npy(DType::I32, vec![3, 2]))?;
+    /// w.write_block(0, ndarray::array![[1, 5], [7, 2], [9, 4]].view())?;
+    /// w.finish()?;
+    ///
+    /// let engine = Engine::builder().memory_limit(16 << 20).build()?;
+    /// let x = engine.open(&path)?;
+    /// // int32 input, f64 aggregate: the engine casts; the standardized
+    /// // values above zero are counted, after a statistics pass.
+    /// let z = (&x - &x.mean(None)) / &x.std(None, 0);
+    /// assert_eq!(engine.aggregate(&z, CountAbove(0.0))?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::compute`], and whatever the aggregate's `finish`
+    /// returns; a panic in the aggregate is [`Error::Panic`].
+    pub fn aggregate<T, A>(&self, expr: &Expr, agg: A) -> Result<A::Output>
+    where
+        T: DynElement,
+        A: Aggregate<T> + 'static,
+        A::State: 'static,
+    {
+        expr.check()?;
+        let Extent::Full { rows, .. } = expr.extent else {
+            return Err(Error::Shape(format!(
+                "{expr} is a reduced value, not an array streamed by rows"
+            )));
+        };
+        let input = if expr.dtype() == T::DATA_TYPE {
+            expr.clone()
+        } else {
+            expr.cast(T::DATA_TYPE)
+        };
+        let row_len = input.extent.row_len();
+        let adapter = Arc::new(AggregateAdapter {
+            agg,
+            row_len,
+            _t: std::marker::PhantomData,
+        });
+        let out = self.run(
+            std::slice::from_ref(&input),
+            Target::Aggregate(adapter.clone()),
+        )?;
+        let state = match out.aggregate {
+            Some(s) => s,
+            None => adapter.init(),
+        };
+        let state = *state
+            .downcast::<A::State>()
+            .map_err(|_| Error::Invalid("internal: aggregate state of another type".into()))?;
+        let adapter = Arc::try_unwrap(adapter)
+            .map_err(|_| Error::Invalid("internal: aggregate still shared".into()))?;
+        catch_user(|| adapter.agg.finish(state, rows, row_len))?
     }
 
     /// Describes how the expressions would run: passes, fused programs,
@@ -508,6 +684,7 @@ impl Engine {
             threads: self.threads(),
         };
         let requests = self.requests(&exprs, false)?;
+        let no_agg: Option<(u64, u64)> = None;
         // Placeholder values of the right shape stand in for reductions of
         // earlier passes, so later passes compile as they will run.
         let mut values = HashMap::new();
@@ -518,7 +695,7 @@ impl Engine {
                 .iter()
                 .map(|(e, d)| e.extent.row_len() as u64 * d.itemsize() as u64)
                 .collect();
-            let sizing = self.size(&pass, &store_bytes, false)?;
+            let sizing = self.size(&pass, &store_bytes, false, no_agg)?;
             explain.passes.push(pass_info(&pass, req, &sizing));
             for r in &req.reduces {
                 values.insert(id(r), placeholder(r));
@@ -577,7 +754,14 @@ impl Engine {
     }
 
     /// Chooses block size and blocks in flight for a pass under the limit.
-    fn size(&self, pass: &Pass, store_row_bytes: &[u64], collect: bool) -> Result<Sizing> {
+    fn size(
+        &self,
+        pass: &Pass,
+        store_row_bytes: &[u64],
+        collect: bool,
+        aggregate: Option<(u64, u64)>,
+    ) -> Result<Sizing> {
+        let (agg_fixed, agg_row) = aggregate.unwrap_or((0, 0));
         let threads = self.threads() as u64;
         let limit = self.budget.limit();
         let src_row = pass.source_row_bytes();
@@ -595,12 +779,14 @@ impl Engine {
             .iter()
             .map(|r| (r.set.state_bytes(2) as u64).saturating_sub(r.set.state_bytes(1) as u64))
             .sum();
+        let reduce_row = reduce_row + agg_row;
         let per_row = src_row + store_row + stage_row + reduce_row;
         let partial_fixed: u64 = pass
             .reduces
             .iter()
             .map(|r| r.set.state_bytes(0) as u64)
-            .sum();
+            .sum::<u64>()
+            + agg_fixed;
         let scratch: u64 = pass
             .frames
             .iter()
@@ -611,7 +797,9 @@ impl Engine {
             .reduces
             .iter()
             .map(|r| r.set.state_bytes(pass.rows.min(usize::MAX as u64) as usize) as u64)
-            .sum();
+            .sum::<u64>()
+            + agg_fixed
+            + agg_row * pass.rows;
         let values: u64 = pass
             .frames
             .iter()
@@ -714,19 +902,20 @@ impl Engine {
 
     /// Plans and runs everything `exprs` need; writes the single streamed
     /// expression to `output` when given.
-    fn run(
-        &self,
-        exprs: &[Expr],
-        output: Option<(&Path, OutputSpec)>,
-    ) -> Result<(Vec<AnyArray>, RunReport)> {
+    fn run(&self, exprs: &[Expr], target: Target<'_>) -> Result<RunOutput> {
         let start = Instant::now();
         let mut report = RunReport {
             memory_limit: self.budget.limit(),
             ..RunReport::default()
         };
-        let requests = self.requests(exprs, output.is_some())?;
+        let requests = self.requests(exprs, !matches!(target, Target::Collect))?;
         let mut values: HashMap<NodeId, AnyArray> = HashMap::new();
-        let mut output = output;
+        let mut aggregate = None;
+        let agg_sizes = match &target {
+            Target::Aggregate(a) => Some(a.state_bytes()),
+            _ => None,
+        };
+        let mut target = Some(target);
         for req in &requests {
             let pass = Planner { values: &values }.build(req)?;
             let store_row_bytes: Vec<u64> = req
@@ -734,18 +923,26 @@ impl Engine {
                 .iter()
                 .map(|(e, d)| e.extent.row_len() as u64 * d.itemsize() as u64)
                 .collect();
-            let collect = output.is_none() && !req.stores.is_empty();
-            let sizing = self.size(&pass, &store_row_bytes, collect)?;
             let mut dests = Vec::new();
+            let mut agg = None;
             for _ in &req.stores {
-                match output.take() {
-                    Some((path, spec)) => {
-                        dests.push(Dest::Write(Arc::new(ArrayWriter::create(path, spec)?)))
+                dests.push(match target.take() {
+                    Some(Target::Write(path, spec)) => {
+                        Dest::Write(Arc::new(ArrayWriter::create(path, spec)?))
                     }
-                    None => dests.push(Dest::Collect),
-                }
+                    Some(Target::Aggregate(a)) => {
+                        agg = agg_sizes;
+                        Dest::Aggregate(a)
+                    }
+                    Some(Target::Collect) | None => Dest::Collect,
+                });
             }
-            self.run_pass(&pass, req, &sizing, &dests, &mut values, &mut report)?;
+            let collect = dests.iter().any(|d| matches!(d, Dest::Collect));
+            let sizing = self.size(&pass, &store_row_bytes, collect, agg)?;
+            let states = self.run_pass(&pass, req, &sizing, &dests, &mut values, &mut report)?;
+            if let Some(state) = states.into_iter().flatten().next() {
+                aggregate = Some(state);
+            }
             for d in dests {
                 if let Dest::Write(w) = d {
                     let w = Arc::try_unwrap(w).map_err(|_| {
@@ -774,7 +971,11 @@ impl Engine {
             }
         }
         report.finish(start);
-        Ok((out, report))
+        Ok(RunOutput {
+            values: out,
+            report,
+            aggregate,
+        })
     }
 
     fn run_pass(
@@ -785,7 +986,7 @@ impl Engine {
         dests: &[Dest],
         values: &mut HashMap<NodeId, AnyArray>,
         report: &mut RunReport,
-    ) -> Result<()> {
+    ) -> Result<Vec<Option<AggState>>> {
         let (_fixed, slots) = self.reserve(sizing)?;
         report.note_reservations(&sizing.by_consumer());
         let plan = outcore_chunker::BlockPlan::new(pass.rows, sizing.block_rows);
@@ -796,6 +997,7 @@ impl Engine {
         // Reductions accumulate here, in block order.
         let mut merged: Vec<Option<Partial>> = (0..pass.reduces.len()).map(|_| None).collect();
         let mut collected: Vec<Vec<u8>> = vec![Vec::new(); pass.stores.len()];
+        let mut agg_states: Vec<Option<AggState>> = (0..pass.stores.len()).map(|_| None).collect();
 
         let read = |i: usize, slot: Vec<Reservation>| -> Result<ReadBlock> {
             let rows = plan.get(i).expect("block index below len");
@@ -810,8 +1012,15 @@ impl Engine {
                 slot,
             })
         };
+        let scratch = std::sync::Mutex::new(Vec::<Scratch>::new());
         let work = |_i: usize, rb: ReadBlock| -> Result<(BlockResult, Vec<Reservation>)> {
-            let out = self.work_block(pass, &rb, dests)?;
+            // At most one scratch per worker thread is ever created.
+            let taken = scratch.lock().ok().and_then(|mut v| v.pop());
+            let mut s = taken.unwrap_or_else(|| Scratch::new(pass));
+            let out = self.work_block(pass, &rb, dests, &mut s)?;
+            if let Ok(mut v) = scratch.lock() {
+                v.push(s);
+            }
             bytes_read.fetch_add(
                 rb.blocks.iter().map(|b| b.nbytes() as u64).sum(),
                 Ordering::Relaxed,
@@ -819,7 +1028,6 @@ impl Engine {
             Ok((out, rb.slot))
         };
         let merge = |_i: usize, r: BlockResult| -> Result<()> {
-            let mut block_bytes = 0;
             for (k, p) in r.partials.into_iter().enumerate() {
                 match &mut merged[k] {
                     Some(acc) => pass.reduces[k].set.merge(acc, p),
@@ -827,10 +1035,17 @@ impl Engine {
                 }
             }
             for (k, bytes) in r.collected.into_iter().enumerate() {
-                block_bytes += bytes.len();
                 collected[k].extend_from_slice(&bytes);
             }
-            let _ = block_bytes;
+            for (k, state) in r.aggregates.into_iter().enumerate() {
+                let (Some(state), Dest::Aggregate(a)) = (state, &dests[k]) else {
+                    continue;
+                };
+                match &mut agg_states[k] {
+                    Some(acc) => catch_user(|| a.merge(acc, state))?,
+                    slot @ None => *slot = Some(state),
+                }
+            }
             if let Some(bar) = &bar {
                 bar.inc(sizing.block_rows * pass.source_row_bytes());
             }
@@ -846,6 +1061,7 @@ impl Engine {
             let row_bytes = req.stores[k].0.extent.row_len() as u64 * store.dtype.itemsize() as u64;
             match &dests[k] {
                 Dest::Write(_) => report.bytes_written += pass.rows * row_bytes,
+                Dest::Aggregate(_) => {}
                 Dest::Collect => {
                     let e = &req.stores[k].0;
                     let bytes = std::mem::take(&mut collected[k]);
@@ -877,19 +1093,26 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(agg_states)
     }
 
     /// Computes one block: stages, fused frames, reductions, stores.
-    fn work_block(&self, pass: &Pass, rb: &ReadBlock, dests: &[Dest]) -> Result<BlockResult> {
+    fn work_block(
+        &self,
+        pass: &Pass,
+        rb: &ReadBlock,
+        dests: &[Dest],
+        scratch: &mut Scratch,
+    ) -> Result<BlockResult> {
         let views: Vec<AnyView<'_>> = rb.blocks.iter().map(block_view).collect::<Result<_>>()?;
         // map_blocks stages, in order.
         let mut stage_out: Vec<AnyArray> = Vec::with_capacity(pass.stages.len());
         for stage in &pass.stages {
-            let result = self.run_stage(pass, stage, &views, &stage_out, rb)?;
+            let machine = &mut scratch.machines[stage.frame];
+            let result = self.run_stage(pass, stage, machine, &views, &stage_out, rb)?;
             stage_out.push(result);
         }
-        self.work_frames(pass, rb, &views, &stage_out, dests)
+        self.work_frames(pass, rb, &views, &stage_out, dests, scratch)
     }
 
     /// Evaluates a `map_blocks` stage's input for the block and calls it.
@@ -897,6 +1120,7 @@ impl Engine {
         &self,
         pass: &Pass,
         stage: &crate::plan::Stage,
+        machine: &mut Machine,
         views: &[AnyView<'_>],
         stage_out: &[AnyArray],
         rb: &ReadBlock,
@@ -910,7 +1134,6 @@ impl Engine {
             };
             let frame = &pass.frames[stage.frame];
             let cols = frame.cols;
-            let mut machine = Machine::new(&frame.prog, TILE_ELEMS.max(cols));
             let mut bytes = vec![0u64; (rows * cols * stage.in_dtype.itemsize()).div_ceil(8)];
             let byte_view: &mut [u8] = bytemuck::cast_slice_mut(&mut bytes);
             for_tiles(rows, cols, |r0, r1| -> Result<()> {
@@ -951,6 +1174,7 @@ impl Engine {
         views: &[AnyView<'_>],
         stage_out: &[AnyArray],
         dests: &[Dest],
+        scratch: &mut Scratch,
     ) -> Result<BlockResult> {
         let rows = rb.rows;
         let inputs = BlockInputs {
@@ -959,15 +1183,15 @@ impl Engine {
             first_row: rb.first_row,
         };
         let mut partials: Vec<Partial> = pass.reduces.iter().map(|r| r.set.init()).collect();
-        // Output buffers, 8-aligned so any dtype can be stored in place.
-        let mut outs: Vec<Vec<u64>> = pass
-            .stores
-            .iter()
-            .map(|s| {
-                let cols = pass.frames[s.frame].cols;
-                vec![0u64; (rows * cols * s.dtype.itemsize()).div_ceil(8)]
-            })
-            .collect();
+        // Output buffers, 8-aligned so any dtype can be stored in place;
+        // every byte used is overwritten below.
+        let Scratch { machines, outs } = scratch;
+        for (s, out) in pass.stores.iter().zip(outs.iter_mut()) {
+            let words = (rows * pass.frames[s.frame].cols * s.dtype.itemsize()).div_ceil(8);
+            if out.len() < words {
+                out.resize(words, 0);
+            }
+        }
         // Reductions straight over an input block: no conversion.
         for (k, sink) in pass.reduces.iter().enumerate() {
             if let Input::Source(src) = sink.input {
@@ -1002,7 +1226,7 @@ impl Engine {
                 continue;
             }
             let cols = frame.cols;
-            let mut machine = Machine::new(&frame.prog, TILE_ELEMS.max(cols));
+            let machine = &mut machines[f];
             for_tiles(rows, cols, |r0, r1| -> Result<()> {
                 machine.run(&frame.prog, &inputs, r0, r1, cols)?;
                 for &k in &users_reduce {
@@ -1029,20 +1253,33 @@ impl Engine {
             })?;
         }
         let mut collected = Vec::with_capacity(pass.stores.len());
+        let mut aggregates = Vec::with_capacity(pass.stores.len());
         for (k, s) in pass.stores.iter().enumerate() {
-            let len = rows * pass.frames[s.frame].cols * s.dtype.itemsize();
+            let cols = pass.frames[s.frame].cols;
+            let len = rows * cols * s.dtype.itemsize();
             let bytes: &[u8] = &bytemuck::cast_slice(&outs[k])[..len];
+            let mut state = None;
             match &dests[k] {
                 Dest::Write(w) => {
                     w.write_rows(rb.first_row, bytes)?;
                     collected.push(Vec::new());
                 }
                 Dest::Collect => collected.push(bytes.to_vec()),
+                Dest::Aggregate(a) => {
+                    let array = bytes_to_array(bytes, s.dtype, &[rows as u64, cols as u64])?;
+                    let view = crate::eval::array_view2(&array)?;
+                    let mut st = catch_user(|| a.init())?;
+                    catch_user(|| a.update(&mut st, view, rb.first_row))?;
+                    state = Some(st);
+                    collected.push(Vec::new());
+                }
             }
+            aggregates.push(state);
         }
         Ok(BlockResult {
             partials,
             collected,
+            aggregates,
         })
     }
 
@@ -1060,6 +1297,12 @@ impl Engine {
         );
         Some(bar)
     }
+}
+
+/// Runs user code, turning a panic into an error.
+fn catch_user<R>(f: impl FnOnce() -> R) -> Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|p| Error::Panic(crate::stream::panic_message(&p)))
 }
 
 /// Calls a `map_blocks` function, turning a panic into an error.
