@@ -276,6 +276,20 @@ impl ArrayWriter {
         Ok(())
     }
 
+    /// Writes whole rows starting at `start_row` from bytes in the output's
+    /// dtype but in native byte order, converting them in place first when
+    /// the output's byte order differs (the buffer is scratch afterwards).
+    ///
+    /// # Errors
+    ///
+    /// As [`ArrayWriter::write_rows`].
+    pub fn write_native_rows(&self, start_row: u64, bytes: &mut [u8]) -> Result<()> {
+        if !self.meta.byte_order.is_native() {
+            swap_in_place(bytes, self.meta.dtype.itemsize());
+        }
+        self.write_rows(start_row, bytes)
+    }
+
     /// Writes a block of rows starting at `start_row`. The block's columns
     /// must match the output's row length and `T` its dtype; it is
     /// converted to the output's byte order as needed, in bounded chunks.

@@ -1,6 +1,8 @@
 //! Argument types and clap value parsers shared by the subcommands: shapes,
-//! sizes, dtypes, byte orders, thread counts, and the options that name an
-//! input array (a `.npy` file, or a raw file described on the command line).
+//! sizes, dtypes, byte orders, thread counts, the options that name an
+//! input array (a `.npy` file, or a raw file described on the command line),
+//! and the options that configure the engine (memory limit, threads) and
+//! its outputs (`--force`, `--no-fsync`).
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -8,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use outcore::chunker::synth::Distribution;
-use outcore::{ArrayFile, ByteOrder, DType, RawSpec};
+use outcore::{ArrayFile, ByteOrder, DType, Engine, Expr, RawSpec};
 
 /// A usage error found after clap has parsed the arguments (for example,
 /// two options that contradict each other). `main` exits with status 2 for
@@ -198,20 +200,87 @@ impl InputArgs {
     /// opened or its header or size is wrong; a [`UsageError`] when the raw
     /// options contradict each other.
     pub(crate) fn open(&self) -> Result<ArrayFile> {
+        match self.raw_spec()? {
+            None => Ok(ArrayFile::open(&self.path)?),
+            Some(spec) => Ok(ArrayFile::open_raw(&self.path, &spec)?),
+        }
+    }
+
+    /// Opens the input array as an expression of `engine`.
+    ///
+    /// # Errors
+    ///
+    /// As [`InputArgs::open`].
+    pub(crate) fn open_expr(&self, engine: &Engine) -> Result<Expr> {
+        match self.raw_spec()? {
+            None => Ok(engine.open(&self.path)?),
+            Some(spec) => Ok(engine.open_raw(&self.path, &spec)?),
+        }
+    }
+
+    /// The description of a raw input, or `None` for a `.npy` file.
+    fn raw_spec(&self) -> Result<Option<RawSpec>> {
         if !self.raw {
-            return Ok(ArrayFile::open(&self.path)?);
+            return Ok(None);
         }
         let dtype = self
             .dtype
             .ok_or_else(|| UsageError("--raw needs --dtype".to_string()))?;
-        let spec = RawSpec {
+        Ok(Some(RawSpec {
             dtype: dtype.dtype,
             byte_order: dtype.resolve_byte_order(self.byte_order)?,
             shape: self.shape.as_ref().map(|s| s.0.clone()),
             offset: self.offset.unwrap_or(0),
-        };
-        Ok(ArrayFile::open_raw(&self.path, &spec)?)
+        }))
     }
+}
+
+/// The options that configure the engine, shared by the commands that
+/// compute (`stats`, `convert`, `standardize`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct EngineArgs {
+    /// Memory budget for the data the engine holds (binary units: 64MiB,
+    /// 1GiB, 512M, 1048576). By default, half of the memory available.
+    #[arg(long, value_name = "SIZE", value_parser = parse_nonzero_size)]
+    pub(crate) memory_limit: Option<u64>,
+
+    /// Worker threads. By default, the available parallelism.
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    pub(crate) threads: Option<NonZeroUsize>,
+}
+
+impl EngineArgs {
+    /// Builds the engine: these options, a progress bar on stderr when
+    /// `progress` is true (the engine draws it only when stderr is a
+    /// terminal), and the output options.
+    ///
+    /// # Errors
+    ///
+    /// When the thread pool cannot start.
+    pub(crate) fn build(&self, progress: bool, output: &OutputArgs) -> Result<Engine> {
+        let engine = Engine::builder()
+            .memory_limit(self.memory_limit.unwrap_or_else(outcore::default_limit))
+            .threads(self.threads.map_or_else(default_threads, NonZeroUsize::get))
+            .progress(progress)
+            .fsync(!output.no_fsync)
+            .overwrite(output.force)
+            .build()?;
+        Ok(engine)
+    }
+}
+
+/// The options of commands that write one output array.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct OutputArgs {
+    /// Replace OUT if it exists. Without it, an existing OUT is an error and
+    /// is left untouched.
+    #[arg(long)]
+    pub(crate) force: bool,
+
+    /// Do not fsync the output before renaming it into place (faster for
+    /// scratch files that need not survive a power cut).
+    #[arg(long)]
+    pub(crate) no_fsync: bool,
 }
 
 #[cfg(test)]

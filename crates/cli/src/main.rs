@@ -43,6 +43,12 @@ enum Command {
     Info(cmd::info::Args),
     // `outcore gen`: see `cmd::gen`.
     Gen(cmd::r#gen::Args),
+    // `outcore stats`: see `cmd::stats`.
+    Stats(cmd::stats::Args),
+    // `outcore convert`: see `cmd::convert`.
+    Convert(cmd::convert::Args),
+    // `outcore standardize`: see `cmd::standardize`.
+    Standardize(cmd::standardize::Args),
 }
 
 impl Command {
@@ -51,6 +57,9 @@ impl Command {
         match self {
             Command::Info(args) => cmd::info::run(args),
             Command::Gen(args) => cmd::r#gen::run(args),
+            Command::Stats(args) => cmd::stats::run(args),
+            Command::Convert(args) => cmd::convert::run(args),
+            Command::Standardize(args) => cmd::standardize::run(args),
         }
     }
 }

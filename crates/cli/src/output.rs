@@ -12,9 +12,12 @@
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::Value;
+use outcore::{AnyArray, Explain, RunReport, Scalar};
+use serde_json::{Map, Value, json};
 
 /// A float as a JSON value: a number when finite, else `"nan"`, `"inf"` or
 /// `"-inf"`.
@@ -27,6 +30,158 @@ pub(crate) fn float(x: f64) -> Value {
         Value::from("-inf")
     } else {
         Value::from(x)
+    }
+}
+
+/// One value of a result as a JSON value: integers exact (including
+/// `u64` above 2^63), floats as [`float`], booleans as booleans.
+pub(crate) fn scalar(x: Scalar) -> Value {
+    match x {
+        Scalar::Bool(b) => Value::from(b),
+        Scalar::Int(i) => Value::from(i),
+        Scalar::UInt(u) => Value::from(u),
+        Scalar::Float(f) => float(f),
+    }
+}
+
+/// The values of an array as JSON values, flat in C order.
+pub(crate) fn scalars(a: &AnyArray) -> Vec<Value> {
+    a.to_scalars().into_iter().map(scalar).collect()
+}
+
+/// One value of a result for people: integers exact, floats in Rust's
+/// shortest round-trip form (`0.1`, `2.0`, `1e300`), non-finite floats as `nan`, `inf`, `-inf`.
+pub(crate) fn scalar_text(x: Scalar) -> String {
+    match x {
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::UInt(u) => u.to_string(),
+        Scalar::Float(f) if f.is_nan() => "nan".to_string(),
+        Scalar::Float(f) if f.is_infinite() => if f > 0.0 { "inf" } else { "-inf" }.to_string(),
+        // Debug switches to exponents for very large and small values.
+        Scalar::Float(f) => format!("{f:?}"),
+    }
+}
+
+/// A shape as Python prints a tuple: `()`, `(7,)`, `(4, 3)`.
+pub(crate) fn shape_text(shape: &[u64]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        _ => {
+            let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
+/// The keys every engine command's `--json` shares, from a run's report:
+/// `seconds`, `passes`, `blocks`, `bytes_read`, `bytes_written`,
+/// `peak_reserved_bytes`, `peak_rss_bytes` (`null` where unknown),
+/// `memory_limit_bytes` and `threads`.
+pub(crate) fn report_json(report: &RunReport, threads: usize) -> Map<String, Value> {
+    let value = json!({
+        "seconds": float(report.elapsed.as_secs_f64()),
+        "passes": report.passes,
+        "blocks": report.blocks,
+        "bytes_read": report.bytes_read,
+        "bytes_written": report.bytes_written,
+        "peak_reserved_bytes": report.peak_reserved,
+        "peak_rss_bytes": opt_u64(report.peak_rss),
+        "memory_limit_bytes": report.memory_limit,
+        "threads": threads,
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// A run's report for people, as one line: passes, bytes, time, memory.
+pub(crate) fn report_text(report: &RunReport) -> String {
+    let seconds = report.elapsed.as_secs_f64();
+    let mut io = format!("read {}", outcore::format_bytes(report.bytes_read));
+    if report.bytes_written > 0 {
+        io.push_str(&format!(
+            ", wrote {}",
+            outcore::format_bytes(report.bytes_written)
+        ));
+    }
+    let rate = if seconds > 0.0 && report.bytes_read > 0 {
+        format!(" ({:.2} GB/s)", report.bytes_read as f64 / seconds / 1e9)
+    } else {
+        String::new()
+    };
+    let rss = report.peak_rss.map_or_else(
+        || "peak RSS unknown".to_string(),
+        |r| format!("peak RSS {}", outcore::format_bytes(r)),
+    );
+    format!(
+        "{} pass{}, {io} in {seconds:.3} s{rate}; {rss}, memory limit {}",
+        report.passes,
+        if report.passes == 1 { "" } else { "es" },
+        outcore::format_bytes(report.memory_limit)
+    )
+}
+
+/// The keys an engine command's `--explain --json` shares: `passes` (one
+/// object per pass: inputs, reductions, outputs, rows, block_rows,
+/// block_bytes, blocks_in_flight, bytes_read, bytes_written, peak_bytes,
+/// fused_programs, instructions), `peak_bytes` (the largest estimate of
+/// any pass), `memory_limit_bytes` and `threads`.
+pub(crate) fn explain_json(explain: &Explain) -> Map<String, Value> {
+    let passes: Vec<Value> = explain
+        .passes
+        .iter()
+        .map(|p| {
+            json!({
+                "inputs": p.inputs,
+                "reductions": p.reductions,
+                "outputs": p.outputs,
+                "rows": p.rows,
+                "block_rows": p.block_rows,
+                "block_bytes": p.block_bytes,
+                "blocks_in_flight": p.blocks_in_flight,
+                "bytes_read": p.bytes_read,
+                "bytes_written": p.bytes_written,
+                "peak_bytes": p.peak_bytes,
+                "fused_programs": p.fused_programs,
+                "instructions": p.instructions,
+            })
+        })
+        .collect();
+    let peak = explain
+        .passes
+        .iter()
+        .map(|p| p.peak_bytes)
+        .max()
+        .unwrap_or(0);
+    let value = json!({
+        "passes": passes,
+        "peak_bytes": peak,
+        "memory_limit_bytes": explain.memory_limit,
+        "threads": explain.threads,
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// An engine error as the error a command reports about `input`.
+///
+/// Errors that carry a path (opening, reading, writing) already name it and
+/// are kept as they are, except that an existing output gets the hint to
+/// use `--force`; the others (a memory limit too small, an empty
+/// reduction, an integer overflow, ...) are prefixed with `input`.
+pub(crate) fn engine_error(err: outcore::Error, input: &Path) -> anyhow::Error {
+    use outcore::chunker::Error as ArrayError;
+    match err {
+        outcore::Error::Array(ArrayError::OutputExists { path }) => anyhow::anyhow!(
+            "{}: output already exists (use --force to replace it)",
+            path.display()
+        ),
+        err @ (outcore::Error::Array(_) | outcore::Error::Io { .. }) => err.into(),
+        err => anyhow::Error::new(err).context(input.display().to_string()),
     }
 }
 
@@ -201,6 +356,30 @@ mod tests {
             serde_json::to_string(&opt_u64(Some(big))).unwrap(),
             big.to_string()
         );
+    }
+
+    #[test]
+    fn json_scalars_keep_integers_exact() {
+        assert_eq!(
+            serde_json::to_string(&scalar(Scalar::UInt(u64::MAX))).unwrap(),
+            "18446744073709551615"
+        );
+        assert_eq!(
+            serde_json::to_string(&scalar(Scalar::Int(i64::MIN))).unwrap(),
+            "-9223372036854775808"
+        );
+        assert_eq!(scalar(Scalar::Float(f64::NAN)), serde_json::json!("nan"));
+        assert_eq!(scalar(Scalar::Bool(true)), serde_json::json!(true));
+        assert_eq!(scalar_text(Scalar::Float(f64::NEG_INFINITY)), "-inf");
+        assert_eq!(scalar_text(Scalar::Float(0.1)), "0.1");
+        assert_eq!(scalar_text(Scalar::UInt(u64::MAX)), "18446744073709551615");
+    }
+
+    #[test]
+    fn shapes_print_as_python_tuples() {
+        assert_eq!(shape_text(&[]), "()");
+        assert_eq!(shape_text(&[7]), "(7,)");
+        assert_eq!(shape_text(&[4, 3]), "(4, 3)");
     }
 
     #[test]

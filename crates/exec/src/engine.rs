@@ -25,6 +25,10 @@ use crate::plan::{
 use crate::reduce::{Partial, ReduceAxis};
 use crate::value::{AnyArray, AnyView, DynElement};
 
+/// Blocks are sized so that this many fit in the budget at once (see
+/// `Engine::size`): enough for a reader one block ahead of two workers.
+const SIZING_SLOTS: u64 = 4;
+
 /// Default bytes of input per block: large enough that mapping a window
 /// costs nothing next to reading it, small enough for several blocks in
 /// flight under small budgets.
@@ -780,6 +784,9 @@ impl Engine {
             .map(|r| (r.set.state_bytes(2) as u64).saturating_sub(r.set.state_bytes(1) as u64))
             .sum();
         let reduce_row = reduce_row + agg_row;
+        // A collected block is copied out of the worker's buffer and waits
+        // for its turn to merge: one more block of output per slot.
+        let store_row = if collect { 2 * store_row } else { store_row };
         let per_row = src_row + store_row + stage_row + reduce_row;
         let partial_fixed: u64 = pass
             .reduces
@@ -809,7 +816,11 @@ impl Engine {
                 _ => 0,
             })
             .sum();
-        let collected = if collect { pass.rows * store_row } else { 0 };
+        let collected = if collect {
+            pass.rows * store_row_bytes.iter().sum::<u64>()
+        } else {
+            0
+        };
         let fixed = vec![
             (Consumer::Kernel, scratch),
             (Consumer::State, merged + values),
@@ -830,26 +841,35 @@ impl Engine {
                 ),
             });
         }
-        let target_rows = if src_row == 0 {
-            pass.rows.max(1)
-        } else {
-            (self.block_bytes / src_row).max(1)
-        };
+        let target_rows = self
+            .block_bytes
+            .checked_div(src_row)
+            .map_or(pass.rows.max(1), |r| r.max(1));
+        // The block size depends on the limit and the data, not on the
+        // thread count, so results are bit-identical across thread counts:
+        // blocks are sized for SIZING_SLOTS in flight, without the
+        // per-thread scratch; then as many slots as fit (up to two per
+        // thread) are used.
         let avail = limit - fixed_total;
-        let mut slots = (2 * threads).max(1);
-        let block_rows = loop {
-            let per_slot = avail / slots;
-            let fit = per_slot.saturating_sub(slot_fixed) / per_row.max(1);
-            if fit >= 1 || slots == 1 {
-                break fit.max(1);
-            }
-            slots -= 1;
-        };
+        let sizing_avail = limit - (fixed_total - scratch);
+        let fit =
+            |slots: u64, avail: u64| (avail / slots).saturating_sub(slot_fixed) / per_row.max(1);
         let rows = pass.rows.max(1);
-        let block_rows = block_rows.min(target_rows).min(rows).min(u32::MAX as u64);
-        // No more slots than blocks.
+        let mut block_rows = fit(SIZING_SLOTS, sizing_avail)
+            .max(1)
+            .min(target_rows)
+            .min(rows)
+            .min(u32::MAX as u64);
+        let slot_bytes = |b: u64| slot_fixed + b * per_row;
+        if slot_bytes(block_rows) > avail {
+            // Many threads' scratch crowds a tiny limit: one slot it is.
+            block_rows = fit(1, avail).max(1).min(block_rows);
+        }
         let blocks = rows.div_ceil(block_rows);
-        let slots = slots.min(blocks).max(1) as usize;
+        let slots = (avail / slot_bytes(block_rows))
+            .min(2 * threads)
+            .min(blocks)
+            .max(1) as usize;
         let slot = vec![
             (Consumer::Reader, block_rows * src_row),
             (Consumer::Writer, block_rows * (store_row + stage_row)),
@@ -996,7 +1016,20 @@ impl Engine {
 
         // Reductions accumulate here, in block order.
         let mut merged: Vec<Option<Partial>> = (0..pass.reduces.len()).map(|_| None).collect();
-        let mut collected: Vec<Vec<u8>> = vec![Vec::new(); pass.stores.len()];
+        // Collected outputs are sized once: growing by doubling would hold
+        // up to twice the result for a moment.
+        let mut collected: Vec<Vec<u8>> = pass
+            .stores
+            .iter()
+            .zip(dests)
+            .map(|(s, d)| match d {
+                Dest::Collect => Vec::with_capacity(
+                    (pass.rows as usize)
+                        .saturating_mul(pass.frames[s.frame].cols * s.dtype.itemsize()),
+                ),
+                _ => Vec::new(),
+            })
+            .collect();
         let mut agg_states: Vec<Option<AggState>> = (0..pass.stores.len()).map(|_| None).collect();
 
         let read = |i: usize, slot: Vec<Reservation>| -> Result<ReadBlock> {
@@ -1261,7 +1294,9 @@ impl Engine {
             let mut state = None;
             match &dests[k] {
                 Dest::Write(w) => {
-                    w.write_rows(rb.first_row, bytes)?;
+                    let len = bytes.len();
+                    let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut outs[k])[..len];
+                    w.write_native_rows(rb.first_row, bytes)?;
                     collected.push(Vec::new());
                 }
                 Dest::Collect => collected.push(bytes.to_vec()),

@@ -18,7 +18,7 @@ pub enum Error {
     /// The memory limit cannot hold even one row of the computation.
     #[error(
         "memory limit {} is too small: one row of this computation needs {} \
-         ({detail}); the smallest limit that works is {}",
+         ({detail}); the smallest limit that works is {} ({minimum} bytes)",
         outcore_spill::format_bytes(*.limit),
         outcore_spill::format_bytes(*.row_bytes),
         outcore_spill::format_bytes(*.minimum)

@@ -571,7 +571,13 @@ impl Machine {
                     select(opnd(*c), opnd(*a), opnd(*b), out, n, cols, *dtype)
                 }
                 Instr::Cast { arg, dtype } => {
-                    convert(opnd(*arg), out, n, lane_of(*dtype));
+                    let arg = opnd(*arg);
+                    convert(arg, out, n, lane_of(*dtype));
+                    if matches!(arg.buf, Buf::F64(_)) {
+                        // float → integer saturates at the target's range
+                        // (NaN → 0); integer → integer wraps, as NumPy.
+                        saturate_from_float(arg, out, n, *dtype);
+                    }
                     finish_dtype(out, n, *dtype);
                 }
             }
@@ -730,6 +736,30 @@ fn convert(a: OpndRef<'_>, out: &mut Buf, n: usize, to: Lane) {
         (Buf::U64(o), Lane::U64) => conv!(o, to_u64),
         (Buf::Bool(o), Lane::Bool) => conv!(o, to_bool),
         _ => unreachable!("register lanes are fixed at compile time"),
+    }
+}
+
+/// Converts float lane values to a narrow integer dtype with saturation.
+fn saturate_from_float(arg: OpndRef<'_>, out: &mut Buf, n: usize, dtype: DType) {
+    let Some(Opnd::Tile(x)) = as_f64(arg, n) else {
+        return;
+    };
+    macro_rules! sat {
+        ($o:expr, $t:ty, $w:ty) => {
+            $o[..n]
+                .iter_mut()
+                .zip(x)
+                .for_each(|(o, &v)| *o = v as $t as $w)
+        };
+    }
+    match (out, dtype) {
+        (Buf::I64(o), DType::I8) => sat!(o, i8, i64),
+        (Buf::I64(o), DType::I16) => sat!(o, i16, i64),
+        (Buf::I64(o), DType::I32) => sat!(o, i32, i64),
+        (Buf::U64(o), DType::U8) => sat!(o, u8, u64),
+        (Buf::U64(o), DType::U16) => sat!(o, u16, u64),
+        (Buf::U64(o), DType::U32) => sat!(o, u32, u64),
+        _ => {}
     }
 }
 

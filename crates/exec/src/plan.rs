@@ -607,7 +607,9 @@ impl Planner<'_> {
             source_ids: HashMap::new(),
         };
         // Group reductions by (argument, axis).
-        let mut groups: Vec<(Expr, ReduceAxis, Vec<(ReduceOp, NodeId, DType)>)> = Vec::new();
+        // (argument, axis, [(op, node, result dtype)])
+        type Group = (Expr, ReduceAxis, Vec<(ReduceOp, NodeId, DType)>);
+        let mut groups: Vec<Group> = Vec::new();
         for r in &req.reduces {
             let Node::Reduce(op, axis, arg) = &*r.node else {
                 continue;

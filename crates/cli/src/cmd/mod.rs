@@ -5,7 +5,12 @@
 //! To add a command: write `cmd/NAME.rs` with `Args` and `run`, declare it
 //! here, and add a variant to `Command` and an arm to `Command::run`.
 //! Commands that read one array flatten [`crate::args::InputArgs`] into
-//! their `Args`; JSON and text output go through [`crate::output`].
+//! their `Args`; commands that run the engine flatten
+//! [`crate::args::EngineArgs`] (and [`crate::args::OutputArgs`] when they
+//! write a file). JSON and text output go through [`crate::output`].
 
+pub(crate) mod convert;
 pub(crate) mod r#gen;
 pub(crate) mod info;
+pub(crate) mod standardize;
+pub(crate) mod stats;

@@ -1,0 +1,122 @@
+//! `outcore standardize`: `(x - x.mean(0)) / x.std(0)` into a new `.npy`
+//! file, for an array of any size.
+//!
+//! Two passes under the memory limit: one computes each column's mean and
+//! standard deviation, the next streams the array again and writes the
+//! standardized values (see [`super::convert::write`]).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use outcore::{ByteOrder, DType};
+use serde_json::{Map, json};
+
+use crate::args::{self, DTypeArg, EngineArgs, OutputArgs};
+use crate::cmd::convert::{self, Job};
+
+/// Arguments of `outcore standardize`.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Standardize each column, (x - mean) / std, into a new .npy file, with bounded memory",
+    long_about = "Standardize each column, (x - mean) / std, into a new .npy file, with \
+                  bounded memory.\n\n\
+                  Writes (x - x.mean(axis=0)) / x.std(axis=0, ddof=DDOF) as NumPy computes \
+                  it: a column is everything along the first axis (one per element of the \
+                  trailing shape; a 1-d array is one column). Runs in two passes under \
+                  --memory-limit: one for the means and standard deviations, one to write. \
+                  Integer and bool inputs are computed in float64; float inputs at their \
+                  own precision or wider, then cast to --dtype. A constant column (std 0) \
+                  gives NaN, as in NumPy (0/0); with ddof >= the number of rows, std is \
+                  NaN and so is every value. OUT is written to a temporary file beside it \
+                  and renamed into place when complete.\n\n\
+                  With --json, prints one JSON object with the keys path, out, dtype_in, \
+                  dtype, shape, ddof, seconds, passes, blocks, bytes_read, bytes_written, \
+                  peak_reserved_bytes, peak_rss_bytes, memory_limit_bytes and threads. \
+                  With --explain, prints the plan (2 passes) without reading or writing \
+                  anything."
+)]
+pub(crate) struct Args {
+    /// The input .npy file.
+    #[arg(value_name = "IN")]
+    input: PathBuf,
+
+    /// The .npy file to write.
+    #[arg(value_name = "OUT")]
+    out: PathBuf,
+
+    /// Element type of OUT (f64, f32, f16, or a type string such as <f4).
+    /// By default, the input's dtype for float inputs, float64 otherwise.
+    #[arg(long, value_name = "DTYPE", value_parser = args::parse_dtype)]
+    dtype: Option<DTypeArg>,
+
+    /// Delta degrees of freedom of the standard deviation: the divisor is
+    /// n - ddof (0: population, 1: sample).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    ddof: u32,
+
+    #[command(flatten)]
+    engine: EngineArgs,
+
+    #[command(flatten)]
+    output: OutputArgs,
+
+    /// Print one JSON object instead of text, and no progress bar.
+    #[arg(long)]
+    json: bool,
+
+    /// Print the plan and exit without reading or writing anything.
+    #[arg(long)]
+    explain: bool,
+}
+
+/// Runs `outcore standardize`.
+///
+/// # Errors
+///
+/// When the input cannot be opened or is 0-d, OUT exists (without
+/// `--force`), the memory limit cannot hold one row, or writing fails.
+pub(crate) fn run(args: Args) -> Result<()> {
+    let engine = args
+        .engine
+        .build(!args.json && !args.explain, &args.output)?;
+    let x = engine.open(&args.input)?;
+    if x.shape().is_empty() {
+        bail!(
+            "{}: standardize needs an array of at least 1 dimension; this one is 0-d",
+            args.input.display()
+        );
+    }
+    let dtype_in = x.dtype();
+    let dtype = args.dtype.unwrap_or(DTypeArg {
+        dtype: if dtype_in.is_float() {
+            dtype_in
+        } else {
+            DType::F64
+        },
+        byte_order: Some(ByteOrder::NATIVE),
+    });
+    let x = if dtype_in.is_float() {
+        x
+    } else {
+        x.cast(DType::F64)
+    };
+    let z = (&x - &x.mean(0)) / &x.std(0, args.ddof);
+    let z = if z.dtype() == dtype.dtype {
+        z
+    } else {
+        z.cast(dtype.dtype)
+    };
+    let mut extra = Map::new();
+    extra.insert("ddof".into(), json!(args.ddof));
+    let job = Job {
+        input: &args.input,
+        out: &args.out,
+        dtype_in,
+        expr: z,
+        dtype,
+        extra,
+        json: args.json,
+        explain: args.explain,
+    };
+    convert::write(&engine, job)
+}
