@@ -3,7 +3,7 @@
 //!
 //! The input is streamed in blocks, each cast and written at its offset in
 //! a temporary file beside the output, which is renamed into place when
-//! complete. [`write`] is shared with `standardize`, which writes another
+//! complete. [`write()`] is shared with `standardize`, which writes another
 //! expression the same way.
 
 use std::path::{Path, PathBuf};

@@ -67,7 +67,7 @@ pub(crate) struct Args {
     #[command(flatten)]
     engine: EngineArgs,
 
-    /// Also write each result to DIR/<op>.npy (DIR is created if missing;
+    /// Also write each result to `DIR/<op>.npy` (DIR is created if missing;
     /// files of the same name are replaced).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
