@@ -402,6 +402,8 @@ struct Sizing {
     /// Bytes of one slot, by consumer.
     slot: Vec<(Consumer, u64)>,
     block_bytes: u64,
+    /// The smallest limit this pass can run with.
+    minimum: u64,
 }
 
 impl Sizing {
@@ -688,24 +690,76 @@ impl Engine {
             threads: self.threads(),
         };
         let requests = self.requests(&exprs, false)?;
-        let no_agg: Option<(u64, u64)> = None;
-        // Placeholder values of the right shape stand in for reductions of
-        // earlier passes, so later passes compile as they will run.
-        let mut values = HashMap::new();
-        for req in &requests {
-            let pass = Planner { values: &values }.build(req)?;
-            let store_bytes: Vec<u64> = req
-                .stores
-                .iter()
-                .map(|(e, d)| e.extent.row_len() as u64 * d.itemsize() as u64)
-                .collect();
-            let sizing = self.size(&pass, &store_bytes, false, no_agg)?;
+        // Streamed expressions are estimated as written, not collected.
+        for (req, pass, sizing) in self.plan_all(&requests, false, None)? {
             explain.passes.push(pass_info(&pass, req, &sizing));
+        }
+        Ok(explain)
+    }
+
+    /// Plans and sizes every pass before anything runs, with placeholder
+    /// values of the right shape standing in for reductions of earlier
+    /// passes. A limit too small for any pass is refused here, naming the
+    /// smallest limit that works for all of them.
+    fn plan_all<'r>(
+        &self,
+        requests: &'r [PassRequest],
+        collect: bool,
+        aggregate: Option<(u64, u64)>,
+    ) -> Result<Vec<(&'r PassRequest, Pass, Sizing)>> {
+        let mut values = HashMap::new();
+        let mut planned = Vec::new();
+        let mut too_small: Option<Error> = None;
+        let mut minimum = 0;
+        for req in requests {
+            let pass = Planner { values: &values }.build(req)?;
+            let has_stores = !req.stores.is_empty();
+            let agg = if has_stores { aggregate } else { None };
+            match self.size(&pass, &store_row_bytes(req), collect && has_stores, agg) {
+                Ok(sizing) => {
+                    minimum = minimum.max(sizing.minimum);
+                    planned.push((req, pass, sizing));
+                }
+                Err(Error::LimitTooSmall {
+                    limit,
+                    row_bytes,
+                    minimum: m,
+                    detail,
+                }) => {
+                    minimum = minimum.max(m);
+                    let worst = match &too_small {
+                        Some(Error::LimitTooSmall { minimum: w, .. }) => m > *w,
+                        _ => true,
+                    };
+                    if worst {
+                        too_small = Some(Error::LimitTooSmall {
+                            limit,
+                            row_bytes,
+                            minimum: m,
+                            detail,
+                        });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
             for r in &req.reduces {
                 values.insert(id(r), placeholder(r));
             }
         }
-        Ok(explain)
+        match too_small {
+            Some(Error::LimitTooSmall {
+                limit,
+                row_bytes,
+                detail,
+                ..
+            }) => Err(Error::LimitTooSmall {
+                limit,
+                row_bytes,
+                minimum,
+                detail,
+            }),
+            _ => Ok(planned),
+        }
     }
 
     /// Splits the work into pass requests (level by level, and by row count).
@@ -841,6 +895,7 @@ impl Engine {
                 ),
             });
         }
+        let minimum = minimum.max(fixed_total + slot_fixed);
         let target_rows = self
             .block_bytes
             .checked_div(src_row)
@@ -866,7 +921,9 @@ impl Engine {
             block_rows = fit(1, avail).max(1).min(block_rows);
         }
         let blocks = rows.div_ceil(block_rows);
-        let slots = (avail / slot_bytes(block_rows))
+        let slots = avail
+            .checked_div(slot_bytes(block_rows))
+            .unwrap_or(u64::MAX)
             .min(2 * threads)
             .min(blocks)
             .max(1) as usize;
@@ -880,6 +937,7 @@ impl Engine {
             slots,
             fixed,
             slot,
+            minimum,
             block_bytes: block_rows * (src_row + store_row),
         })
     }
@@ -935,14 +993,11 @@ impl Engine {
             Target::Aggregate(a) => Some(a.state_bytes()),
             _ => None,
         };
+        // Refuse before reading anything if any pass cannot fit.
+        self.plan_all(&requests, matches!(target, Target::Collect), agg_sizes)?;
         let mut target = Some(target);
         for req in &requests {
             let pass = Planner { values: &values }.build(req)?;
-            let store_row_bytes: Vec<u64> = req
-                .stores
-                .iter()
-                .map(|(e, d)| e.extent.row_len() as u64 * d.itemsize() as u64)
-                .collect();
             let mut dests = Vec::new();
             let mut agg = None;
             for _ in &req.stores {
@@ -958,7 +1013,7 @@ impl Engine {
                 });
             }
             let collect = dests.iter().any(|d| matches!(d, Dest::Collect));
-            let sizing = self.size(&pass, &store_row_bytes, collect, agg)?;
+            let sizing = self.size(&pass, &store_row_bytes(req), collect, agg)?;
             let states = self.run_pass(&pass, req, &sizing, &dests, &mut values, &mut report)?;
             if let Some(state) = states.into_iter().flatten().next() {
                 aggregate = Some(state);
@@ -1345,6 +1400,14 @@ fn call_stage(stage: &crate::plan::Stage, input: &AnyArray) -> Result<AnyArray> 
     let view = crate::eval::array_view2(input)?;
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.f.call(view)))
         .map_err(|p| Error::Panic(crate::stream::panic_message(&p)))
+}
+
+/// Bytes per row of each streamed output of a pass request.
+fn store_row_bytes(req: &PassRequest) -> Vec<u64> {
+    req.stores
+        .iter()
+        .map(|(e, d)| e.extent.row_len() as u64 * d.itemsize() as u64)
+        .collect()
 }
 
 /// Calls `f(r0, r1)` for consecutive tiles of whole rows.

@@ -453,7 +453,7 @@ fn apply2<A: Copy, B: Copy, O>(
 
 /// Rounds lane values to what `dtype` can hold (float32/float16
 /// rounding, integer wrap-around), as NumPy stores each result.
-fn round_to(buf: &mut [f64], dtype: DType) {
+pub(crate) fn round_to(buf: &mut [f64], dtype: DType) {
     match dtype {
         DType::F32 => buf.iter_mut().for_each(|v| *v = *v as f32 as f64),
         DType::F16 => buf.iter_mut().for_each(|v| *v = f16::from_f64(*v).to_f64()),
@@ -529,6 +529,9 @@ impl Machine {
         cols: usize,
     ) -> Result<()> {
         let n = (r1 - r0) * cols;
+        if n == 0 {
+            return Ok(()); // rows of no elements: nothing to compute
+        }
         let frame = prog.frame.unwrap_or(Shape::Full);
         let first = inputs.first_row as usize + r0;
         for i in 0..prog.instrs.len() {

@@ -459,6 +459,12 @@ impl Expr {
             Ok(d) => d,
             Err(msg) => return Expr::invalid(msg),
         };
+        if !op.is_comparison()
+            && let Some(msg) =
+                literal_out_of_range(self, dtype).or(literal_out_of_range(&other, dtype))
+        {
+            return Expr::invalid(msg);
+        }
         Expr::new(Node::Binary(op, self.clone(), other), dtype, extent)
     }
 
@@ -818,6 +824,34 @@ pub(crate) fn promote_operands(a: &Expr, b: &Expr) -> DType {
         (false, true) => weak_with(b.dtype, a.dtype),
         (false, false) => promote(a.dtype, b.dtype),
     }
+}
+
+/// NumPy 2 refuses arithmetic between an integer array and a Python int
+/// its dtype cannot hold (`np.uint8(...) + 300` is an OverflowError).
+fn literal_out_of_range(e: &Expr, dtype: DType) -> Option<String> {
+    let Node::Const {
+        int: Some(v),
+        weak: true,
+        ..
+    } = &*e.node
+    else {
+        return None;
+    };
+    let (lo, hi): (i128, i128) = match dtype {
+        DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+        DType::I16 => (i16::MIN.into(), i16::MAX.into()),
+        DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+        DType::I64 => (i64::MIN.into(), i64::MAX.into()),
+        DType::U8 => (0, u8::MAX.into()),
+        DType::U16 => (0, u16::MAX.into()),
+        DType::U32 => (0, u32::MAX.into()),
+        DType::U64 => (0, u64::MAX.into()),
+        _ => return None,
+    };
+    let v = i128::from(*v);
+    (v < lo || v > hi).then(|| {
+        format!("integer literal {v} is out of bounds for {dtype} (NumPy raises OverflowError too)")
+    })
 }
 
 fn weak_with(weak: DType, strong: DType) -> DType {

@@ -218,6 +218,40 @@ impl<'a> PassBuilder<'a> {
         self.pass.frames[f].prog.push(instr)
     }
 
+    /// Compiles an operand of an operation computed in `compute`, in that
+    /// dtype's lane. A literal (weak scalar) is first converted to
+    /// `compute`, as NumPy converts a Python scalar to the array's dtype:
+    /// `x_f32 * 0.1` multiplies by `float32(0.1)`. `small` is the frame
+    /// kind for in-memory evaluation.
+    fn operand(
+        &mut self,
+        f: usize,
+        e: &Expr,
+        compute: DType,
+        small: Option<Shape>,
+    ) -> Result<usize> {
+        if let Node::Const {
+            value, weak: true, ..
+        } = &*e.node
+            && matches!(compute, DType::F32 | DType::F16)
+        {
+            let mut v = [*value];
+            crate::eval::round_to(&mut v, compute);
+            return Ok(self.push(
+                f,
+                Instr::Value {
+                    data: Arc::new(Buf::F64(v.to_vec())),
+                    shape: Shape::Scalar,
+                },
+            ));
+        }
+        let r = match small {
+            Some(frame) => self.compile_small(f, e, frame)?,
+            None => self.compile(f, e)?,
+        };
+        Ok(self.in_lane(f, r, lane_of(compute)))
+    }
+
     /// Register `r` in lane `lane`, converting if needed.
     fn in_lane(&mut self, f: usize, r: usize, lane: Lane) -> usize {
         let prog = &self.pass.frames[f].prog;
@@ -300,11 +334,8 @@ impl<'a> PassBuilder<'a> {
                 } else {
                     e.dtype
                 };
-                let lane = lane_of(compute);
-                let ra = self.compile(f, a)?;
-                let rb = self.compile(f, b)?;
-                let ra = self.in_lane(f, ra, lane);
-                let rb = self.in_lane(f, rb, lane);
+                let ra = self.operand(f, a, compute, None)?;
+                let rb = self.operand(f, b, compute, None)?;
                 self.push(
                     f,
                     Instr::Binary {
@@ -316,12 +347,9 @@ impl<'a> PassBuilder<'a> {
                 )
             }
             Node::Where(c, a, b) => {
-                let lane = lane_of(e.dtype);
                 let rc = self.compile(f, c)?;
-                let ra = self.compile(f, a)?;
-                let rb = self.compile(f, b)?;
-                let ra = self.in_lane(f, ra, lane);
-                let rb = self.in_lane(f, rb, lane);
+                let ra = self.operand(f, a, e.dtype, None)?;
+                let rb = self.operand(f, b, e.dtype, None)?;
                 self.push(
                     f,
                     Instr::Where {
@@ -526,11 +554,8 @@ impl PassBuilder<'_> {
                     } else {
                         e.dtype
                     };
-                    let lane = lane_of(compute);
-                    let ra = self.compile_small(f, a, frame)?;
-                    let rb = self.compile_small(f, b, frame)?;
-                    let ra = self.in_lane(f, ra, lane);
-                    let rb = self.in_lane(f, rb, lane);
+                    let ra = self.operand(f, a, compute, Some(frame))?;
+                    let rb = self.operand(f, b, compute, Some(frame))?;
                     self.push(
                         f,
                         Instr::Binary {
@@ -542,12 +567,9 @@ impl PassBuilder<'_> {
                     )
                 }
                 Node::Where(c, a, b) => {
-                    let lane = lane_of(e.dtype);
                     let rc = self.compile_small(f, c, frame)?;
-                    let ra = self.compile_small(f, a, frame)?;
-                    let rb = self.compile_small(f, b, frame)?;
-                    let ra = self.in_lane(f, ra, lane);
-                    let rb = self.in_lane(f, rb, lane);
+                    let ra = self.operand(f, a, e.dtype, Some(frame))?;
+                    let rb = self.operand(f, b, e.dtype, Some(frame))?;
                     self.push(
                         f,
                         Instr::Where {
