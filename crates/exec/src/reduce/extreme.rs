@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::num::{Num, extremes, max_sel, min_sel};
-use super::sum::CHUNK;
+use super::sum::{CHUNK, ROWS};
 use super::{ReduceAxis, Tile, wire};
 
 /// Running minima/maxima and NaN counts per output.
@@ -100,28 +100,45 @@ impl<C: Num> MinMax<C> {
                 if n == 0 {
                     return;
                 }
-                for row in t.rows() {
-                    let row = &row[..n];
-                    let mn: &mut [C] = if MIN { &mut self.min[..n] } else { &mut [] };
-                    let mx: &mut [C] = if MAX { &mut self.max[..n] } else { &mut [] };
-                    let nn: &mut [u64] = if C::FLOAT {
-                        &mut self.nan[..n]
-                    } else {
-                        &mut []
-                    };
-                    for c in 0..n {
-                        let x = row[c];
-                        if MIN {
-                            mn[c] = min_sel(mn[c], x);
-                        }
-                        if MAX {
-                            mx[c] = max_sel(mx[c], x);
-                        }
-                        if C::FLOAT {
-                            nn[c] += u64::from(x.is_nan());
-                        }
-                    }
+                let mut r = 0;
+                while t.sweep() == ROWS && r + ROWS <= t.nrows {
+                    let rows: [&[C]; ROWS] = std::array::from_fn(|i| t.row(r + i));
+                    self.axis0_rows::<MIN, MAX, ROWS>(rows, n);
+                    r += ROWS;
                 }
+                for i in r..t.nrows {
+                    self.axis0_rows::<MIN, MAX, 1>([t.row(i)], n);
+                }
+            }
+        }
+    }
+
+    /// Axis0: `R` rows into the per-column extremes (one load and store of
+    /// the state per `R` rows).
+    #[inline(always)]
+    fn axis0_rows<const MIN: bool, const MAX: bool, const R: usize>(
+        &mut self,
+        rows: [&[C]; R],
+        n: usize,
+    ) {
+        let rows: [&[C]; R] = rows.map(|row| &row[..n]);
+        let mn: &mut [C] = if MIN { &mut self.min[..n] } else { &mut [] };
+        let mx: &mut [C] = if MAX { &mut self.max[..n] } else { &mut [] };
+        let nn: &mut [u64] = if C::FLOAT {
+            &mut self.nan[..n]
+        } else {
+            &mut []
+        };
+        for c in 0..n {
+            let x: [C; R] = std::array::from_fn(|i| rows[i][c]);
+            if MIN {
+                mn[c] = x.iter().fold(mn[c], |a, &b| min_sel(a, b));
+            }
+            if MAX {
+                mx[c] = x.iter().fold(mx[c], |a, &b| max_sel(a, b));
+            }
+            if C::FLOAT {
+                nn[c] += x.iter().map(|v| u64::from(v.is_nan())).sum::<u64>();
             }
         }
     }
@@ -211,8 +228,10 @@ impl<C: Num> Arg<C> {
                 let base = t.first_row * t.row_len as u64;
                 arg_run::<C, MAX>(t.xs, base, &mut best);
                 if let Some((v, i)) = best {
-                    self.val = vec![v];
-                    self.idx = vec![i];
+                    self.val.clear();
+                    self.val.push(v);
+                    self.idx.clear();
+                    self.idx.push(i);
                 }
             }
             ReduceAxis::Axis1 => {
@@ -227,26 +246,20 @@ impl<C: Num> Arg<C> {
                 if n == 0 || t.nrows == 0 {
                     return;
                 }
-                let mut rows = t.rows();
-                let mut r = t.first_row;
-                if self.val.is_empty()
-                    && let Some(first) = rows.next()
-                {
-                    self.val = first.to_vec();
-                    self.idx = vec![r; n];
-                    r += 1;
+                let mut i = 0;
+                if self.val.is_empty() {
+                    self.val = t.row(0).to_vec();
+                    self.idx = vec![t.first_row; n];
+                    i = 1;
                 }
                 let (val, idx) = (&mut self.val[..n], &mut self.idx[..n]);
-                for row in rows {
-                    let row = &row[..n];
-                    for c in 0..n {
-                        let x = row[c];
-                        let b = val[c];
-                        let take = better::<C, MAX>(x, b);
-                        val[c] = if take { x } else { b };
-                        idx[c] = if take { r } else { idx[c] };
-                    }
-                    r += 1;
+                while t.sweep() == ROWS && i + ROWS <= t.nrows {
+                    let block: [&[C]; ROWS] = std::array::from_fn(|k| t.row(i + k));
+                    arg_rows::<C, MAX, ROWS>(val, idx, block, t.first_row + i as u64);
+                    i += ROWS;
+                }
+                for i in i..t.nrows {
+                    arg_rows::<C, MAX, 1>(val, idx, [t.row(i)], t.first_row + i as u64);
                 }
             }
         }
@@ -277,6 +290,31 @@ impl<C: Num> Arg<C> {
 
     pub(crate) fn indices(&self) -> &[u64] {
         &self.idx
+    }
+}
+
+/// Axis0: `R` rows (rows `r`, `r + 1`, ...) into the per-column best values
+/// and their row indices.
+#[inline(always)]
+fn arg_rows<C: Num, const MAX: bool, const R: usize>(
+    val: &mut [C],
+    idx: &mut [u64],
+    rows: [&[C]; R],
+    r: u64,
+) {
+    let n = val.len().min(idx.len());
+    let (val, idx) = (&mut val[..n], &mut idx[..n]);
+    let rows: [&[C]; R] = rows.map(|row| &row[..n]);
+    for c in 0..n {
+        let (mut b, mut i) = (val[c], idx[c]);
+        for (k, row) in rows.iter().enumerate() {
+            let x = row[c];
+            let take = better::<C, MAX>(x, b);
+            b = if take { x } else { b };
+            i = if take { r + k as u64 } else { i };
+        }
+        val[c] = b;
+        idx[c] = i;
     }
 }
 

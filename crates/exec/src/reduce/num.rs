@@ -13,9 +13,11 @@ use outcore_chunker::DType;
 
 use crate::value::AnyArray;
 
-/// Elements per accumulator block of the pairwise sum (NumPy's
-/// `PW_BLOCKSIZE`).
-const PW_BLOCK: usize = 128;
+/// Elements per leaf of the pairwise sum (NumPy uses 128; larger leaves cut
+/// the recursion overhead, and with [`LANES`] accumulators each lane still
+/// adds at most 128 terms in sequence, so the error stays below
+/// `(128 + log₂(n / 1024) + 3) · ε · Σ|x|`).
+const PW_BLOCK: usize = 1024;
 
 /// Independent accumulators in the inner loops, so the compiler can use
 /// vector registers.
@@ -218,42 +220,96 @@ fn add_n<const N: usize>(a: [f64; N], b: [f64; N]) -> [f64; N] {
     std::array::from_fn(|k| a[k] + b[k])
 }
 
-/// NumPy's pairwise summation of `f(x)` over `xs` (N sums at once): blocks
-/// of up to 128 elements summed with [`LANES`] independent accumulators,
-/// halves combined recursively. The error is `O(log n · ε · Σ|f(x)|)`.
-#[inline]
+/// NumPy's pairwise summation: `leaf` sums blocks of up to 128 elements
+/// (with [`LANES`] independent accumulators), halves are combined
+/// recursively; N sums at once. The error is `O(log n · ε · Σ|term|)`.
+#[inline(always)]
 pub(crate) fn pairwise<T: Copy, const N: usize>(
     xs: &[T],
-    f: impl Fn(T) -> [f64; N] + Copy,
+    leaf: impl Fn(&[T]) -> [f64; N] + Copy,
 ) -> [f64; N] {
+    // Short runs (rows of Axis1) skip the out-of-line recursion.
     if xs.len() <= PW_BLOCK {
-        pairwise_leaf(xs, f)
+        leaf(xs)
     } else {
-        let half = xs.len() / 2 / LANES * LANES;
-        add_n(pairwise(&xs[..half], f), pairwise(&xs[half..], f))
+        pairwise_split(xs, leaf)
     }
 }
 
+fn pairwise_split<T: Copy, const N: usize>(
+    xs: &[T],
+    leaf: impl Fn(&[T]) -> [f64; N] + Copy,
+) -> [f64; N] {
+    let half = xs.len() / 2 / LANES * LANES;
+    add_n(pairwise(&xs[..half], leaf), pairwise(&xs[half..], leaf))
+}
+
+/// The lanes of an accumulator, combined pairwise.
 #[inline(always)]
-fn pairwise_leaf<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [f64; N] + Copy) -> [f64; N] {
-    let mut acc = [[0.0; N]; LANES];
-    let mut chunks = xs.chunks_exact(LANES);
-    for ch in &mut chunks {
+fn fold_lanes(a: [f64; LANES]) -> f64 {
+    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+}
+
+/// `Σ f(x)` over the full lane chunks of `xs`, with [`LANES`] accumulators.
+///
+/// One accumulator array per loop: with two in one loop LLVM's SLP
+/// vectoriser pairs the two sums of one lane instead of the lanes of one
+/// sum, and the loop runs scalar.
+#[inline(always)]
+fn lanes<C: Num>(xs: &[C], f: impl Fn(C) -> f64) -> f64 {
+    let mut a = [0.0; LANES];
+    for ch in xs.chunks_exact(LANES) {
         for j in 0..LANES {
-            let v = f(ch[j]);
-            for k in 0..N {
-                acc[j][k] += v[k];
-            }
+            a[j] += f(ch[j]);
         }
     }
-    let mut r = add_n(
-        add_n(add_n(acc[0], acc[1]), add_n(acc[2], acc[3])),
-        add_n(add_n(acc[4], acc[5]), add_n(acc[6], acc[7])),
-    );
-    for &x in chunks.remainder() {
-        r = add_n(r, f(x));
+    fold_lanes(a)
+}
+
+/// Leaf of [`pairwise`]: `[Σx, n]` (NaN propagates), or with `SKIP`
+/// over the non-NaN elements only.
+#[inline(always)]
+pub(crate) fn leaf_sum<C: Num, const SKIP: bool>(xs: &[C]) -> [f64; 2] {
+    let rem = xs.chunks_exact(LANES).remainder();
+    let (mut sum, mut cnt) = if SKIP {
+        (
+            lanes(xs, |x| if x.is_nan() { 0.0 } else { x.to_f64() }),
+            lanes(xs, |x| if x.is_nan() { 0.0 } else { 1.0 }),
+        )
+    } else {
+        (lanes(xs, |x| x.to_f64()), (xs.len() - rem.len()) as f64)
+    };
+    for &x in rem {
+        if !(SKIP && x.is_nan()) {
+            sum += x.to_f64();
+            cnt += 1.0;
+        }
     }
-    r
+    [sum, cnt]
+}
+
+/// Leaf of [`pairwise`]: `[Σ(x − k), Σ(x − k)²]`, with `SKIP` over the
+/// non-NaN elements.
+#[inline(always)]
+pub(crate) fn leaf_dev<C: Num, const SKIP: bool>(xs: &[C], k: f64) -> [f64; 2] {
+    let dev = |x: C| {
+        if SKIP && x.is_nan() {
+            0.0
+        } else {
+            x.to_f64() - k
+        }
+    };
+    let mut d = lanes(xs, dev);
+    let mut q = lanes(xs, |x| {
+        let v = dev(x);
+        v * v
+    });
+    for &x in xs.chunks_exact(LANES).remainder() {
+        let v = dev(x);
+        d += v;
+        q += v * v;
+    }
+    [d, q]
 }
 
 /// `min` keeping `a` unless `b` is strictly smaller (so NaN `b` is ignored).
@@ -367,7 +423,11 @@ mod tests {
         let xs = [3.0, f64::NAN, -1.0, 7.0, 2.0, f64::NAN, 0.5, 9.0, -4.0, 1.0];
         let (lo, hi, nan) = extremes::<f64, true, true>(&xs);
         assert_eq!((lo, hi, nan), (-4.0, 9.0, 2));
-        let [s] = pairwise(&[1.0f32; 1000][..], |x| [f64::from(x)]);
-        assert_eq!(s, 1000.0);
+        let [s, n] = pairwise(&[1.0f32; 1000][..], leaf_sum::<f32, false>);
+        assert_eq!((s, n), (1000.0, 1000.0));
+        let [s, n] = pairwise(&xs[..], leaf_sum::<f64, true>);
+        assert_eq!((s, n), (17.5, 8.0));
+        let [d, q] = pairwise(&xs[..], |c| leaf_dev::<f64, true>(c, 1.0));
+        assert_eq!((d, q), (9.5, 134.25));
     }
 }

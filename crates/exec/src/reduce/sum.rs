@@ -7,8 +7,9 @@
 //!   for [`ReduceAxis::Axis1`], at most [`CHUNK`] elements at a time) is
 //!   summed pairwise ([`pairwise`]); the run totals are folded into a running
 //!   `(sum, compensation)` pair with TwoSum. For [`ReduceAxis::Axis0`] the
-//!   rows are added into per-column accumulators and every [`GROUP`] rows the
-//!   accumulators are folded into per-column `(sum, compensation)` pairs.
+//!   rows are added into per-column accumulators ([`ROWS`] rows per sweep,
+//!   summed as a small tree) and every [`GROUP`] rows the accumulators are
+//!   folded into per-column `(sum, compensation)` pairs.
 //! * **Integer sums** are exact: i64 lanes (64-bit values split into 32-bit
 //!   halves) flushed into an i128 total.
 //! * **Moments.** Each state holds `n`, the mean as an unevaluated sum
@@ -26,7 +27,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::num::{Num, comp_add, comp_value, int_sum, pairwise, two_sum};
+use super::num::{Num, comp_add, comp_value, int_sum, leaf_dev, leaf_sum, pairwise, two_sum};
 use super::{ReduceAxis, Tile, wire};
 
 /// Elements reduced at once (in cache) by the two-pass moments of a run.
@@ -34,7 +35,7 @@ pub(crate) const CHUNK: usize = 4096;
 
 /// Rows accumulated per column before the float accumulators are folded
 /// into the compensated totals ([`ReduceAxis::Axis0`]).
-pub(crate) const GROUP: u32 = 16;
+pub(crate) const GROUP: u32 = 32;
 
 /// Rows accumulated per column in i64 before the exact i128 fold
 /// (|value| < 2³² per half, so 2¹⁵ rows cannot overflow).
@@ -220,25 +221,47 @@ impl ISum {
                 if n == 0 {
                     return;
                 }
-                for row in t.rows() {
-                    let lo = &mut self.lo[..n];
-                    if C::WIDE {
-                        let hi = &mut self.hi[..n];
-                        for c in 0..n {
-                            let (h, l) = row[c].split();
-                            lo[c] += l;
-                            hi[c] += h;
-                        }
+                let mut r = 0;
+                while r < t.nrows {
+                    let take = t
+                        .sweep()
+                        .min(t.nrows - r)
+                        .min((INT_GROUP - self.in_group) as usize);
+                    if take == ROWS {
+                        let rows: [&[C]; ROWS] = std::array::from_fn(|i| t.row(r + i));
+                        self.axis0_rows::<C, ROWS>(rows, n);
                     } else {
-                        for c in 0..n {
-                            lo[c] += row[c].split().1;
+                        for i in r..r + take {
+                            self.axis0_rows::<C, 1>([t.row(i)], n);
                         }
                     }
-                    self.in_group += 1;
+                    r += take;
+                    self.in_group += take as u32;
                     if self.in_group == INT_GROUP {
                         self.fold();
                     }
                 }
+            }
+        }
+    }
+
+    /// Axis0: `R` rows into the per-column i64 group sums.
+    #[inline(always)]
+    fn axis0_rows<C: Num, const R: usize>(&mut self, rows: [&[C]; R], n: usize) {
+        let rows: [&[C]; R] = rows.map(|row| &row[..n]);
+        let lo = &mut self.lo[..n];
+        if C::WIDE {
+            let hi = &mut self.hi[..n];
+            for c in 0..n {
+                for row in &rows {
+                    let (h, l) = row[c].split();
+                    lo[c] += l;
+                    hi[c] += h;
+                }
+            }
+        } else {
+            for c in 0..n {
+                lo[c] += rows.iter().map(|row| row[c].split().1).sum::<i64>();
             }
         }
     }
@@ -415,7 +438,7 @@ impl Mom {
             let dd = d[c];
             let mg = dd * inv_g; // group mean − K; K == hi
             let dm = mg - lo[c]; // group mean − (hi + lo)
-            m2[c] += q[c] - dd * mg;
+            m2[c] += (q[c] - dd * mg) + dm * dm * (na * w);
             let (h, l) = two_sum(hi[c], lo[c] + dm * w);
             hi[c] = h;
             lo[c] = l;
@@ -512,28 +535,12 @@ fn run<C: Num, const SKIP: bool, const MOM: bool>(
     mom: &mut [f64; 4],
 ) {
     for ch in xs.chunks(CHUNK) {
-        let (s1, k) = if SKIP {
-            let [s, k] = pairwise(ch, |x: C| {
-                if x.is_nan() {
-                    [0.0, 0.0]
-                } else {
-                    [x.to_f64(), 1.0]
-                }
-            });
-            (s, k)
-        } else {
-            let [s] = pairwise(ch, |x: C| [x.to_f64()]);
-            (s, ch.len() as f64)
-        };
+        let [s1, k] = pairwise(ch, leaf_sum::<C, SKIP>);
         comp_add(&mut sum.0, &mut sum.1, s1);
         *cnt += k as u64;
         if MOM && k > 0.0 {
             let shift = s1 / k;
-            let [d, q] = pairwise(ch, |x: C| {
-                let d = x.to_f64() - shift;
-                let d = if SKIP && x.is_nan() { 0.0 } else { d };
-                [d, d * d]
-            });
+            let [d, q] = pairwise(ch, |c| leaf_dev::<C, SKIP>(c, shift));
             let mg = d / k;
             chan_merge(mom, [k, shift, mg, q - d * mg]);
         }
@@ -582,6 +589,39 @@ fn update_impl<C: Num, const SKIP: bool, const S: bool, const M: bool>(
                 [mom.n[0], mom.hi[0], mom.lo[0], mom.m2[0]] = mm;
             }
         }
+        // Rows of one chunk: the general path below without its merges.
+        ReduceAxis::Axis1 if t.row_len <= CHUNK => {
+            if S {
+                sum.s.reserve(t.nrows);
+                sum.cnt.reserve(if SKIP { t.nrows } else { 0 });
+            }
+            if M {
+                mom.m2.reserve(t.nrows);
+                mom.n.reserve(if SKIP { t.nrows } else { 0 });
+            }
+            for row in t.rows() {
+                let [s1, k] = pairwise(row, leaf_sum::<C, SKIP>);
+                if S {
+                    sum.s.push(s1);
+                    if SKIP {
+                        sum.cnt.push(k as u64);
+                    }
+                }
+                if M {
+                    let m2 = if k > 0.0 {
+                        let shift = s1 / k;
+                        let [d, q] = pairwise(row, |c| leaf_dev::<C, SKIP>(c, shift));
+                        q - d * (d / k)
+                    } else {
+                        0.0
+                    };
+                    mom.m2.push(m2);
+                    if SKIP {
+                        mom.n.push(k);
+                    }
+                }
+            }
+        }
         ReduceAxis::Axis1 => {
             for row in t.rows() {
                 let mut ss = (0.0, 0.0);
@@ -606,7 +646,9 @@ fn update_impl<C: Num, const SKIP: bool, const S: bool, const M: bool>(
     }
 }
 
-/// Axis0: rows added into per-column accumulators (contiguous inner loop).
+/// Axis0: rows added into per-column accumulators (contiguous inner loop),
+/// [`ROWS`] rows per sweep so the accumulators are loaded and stored once per
+/// block of rows; blocks never straddle a [`GROUP`] boundary.
 fn axis0<C: Num, const SKIP: bool, const S: bool, const M: bool>(
     sum: &mut FSum,
     mom: &mut Mom,
@@ -616,52 +658,96 @@ fn axis0<C: Num, const SKIP: bool, const S: bool, const M: bool>(
     if n == 0 {
         return;
     }
-    for row in t.rows() {
-        let row = &row[..n];
+    let mut in_group = if S { sum.in_group } else { mom.in_group };
+    let mut r = 0;
+    while r < t.nrows {
+        let take = t.sweep().min(t.nrows - r).min((GROUP - in_group) as usize);
         if M && mom.unset > 0 {
-            mom.set_shifts::<C, SKIP>(row);
-        }
-        {
-            let acc: &mut [f64] = if S { &mut sum.acc[..n] } else { &mut [] };
-            let cnt: &mut [u64] = if S && SKIP {
-                &mut sum.cnt[..n]
-            } else {
-                &mut []
-            };
-            let k: &[f64] = if M { &mom.k[..n] } else { &[] };
-            let d: &mut [f64] = if M { &mut mom.d[..n] } else { &mut [] };
-            let q: &mut [f64] = if M { &mut mom.q[..n] } else { &mut [] };
-            let gn: &mut [f64] = if M && SKIP { &mut mom.gn[..n] } else { &mut [] };
-            for c in 0..n {
-                let x = row[c];
-                let v = x.to_f64();
-                let nan = SKIP && x.is_nan();
-                if S {
-                    acc[c] += if nan { 0.0 } else { v };
-                    if SKIP {
-                        cnt[c] += u64::from(!nan);
-                    }
-                }
-                if M {
-                    let dv = if nan { 0.0 } else { v - k[c] };
-                    d[c] += dv;
-                    q[c] += dv * dv;
-                    if SKIP {
-                        gn[c] += if nan { 0.0 } else { 1.0 };
-                    }
-                }
+            for i in r..r + take {
+                mom.set_shifts::<C, SKIP>(t.row(i));
             }
         }
-        if S {
-            sum.in_group += 1;
-            if sum.in_group == GROUP {
+        if take == ROWS {
+            let rows: [&[C]; ROWS] = std::array::from_fn(|i| t.row(r + i));
+            axis0_rows::<C, SKIP, S, M, ROWS>(sum, mom, rows, n);
+        } else {
+            for i in r..r + take {
+                axis0_rows::<C, SKIP, S, M, 1>(sum, mom, [t.row(i)], n);
+            }
+        }
+        r += take;
+        in_group += take as u32;
+        if in_group == GROUP {
+            if S {
                 sum.fold();
+            }
+            if M {
+                mom.in_group = in_group;
+                mom.fold::<SKIP>();
+            }
+            in_group = 0;
+        }
+    }
+    if S {
+        sum.in_group = in_group;
+    }
+    if M {
+        mom.in_group = in_group;
+    }
+}
+
+/// Rows swept at once by the Axis0 kernels where that helps (see
+/// [`Tile::sweep`]).
+pub(crate) const ROWS: usize = 4;
+
+/// The sum of `R` values: pairwise for 4, in order otherwise.
+#[inline(always)]
+pub(crate) fn tree<const R: usize>(v: [f64; R]) -> f64 {
+    if R == 4 {
+        (v[0] + v[1]) + (v[2] + v[3])
+    } else {
+        v.iter().skip(1).fold(v[0], |a, &b| a + b)
+    }
+}
+
+/// Adds `R` rows into the Axis0 accumulators.
+#[inline(always)]
+fn axis0_rows<C: Num, const SKIP: bool, const S: bool, const M: bool, const R: usize>(
+    sum: &mut FSum,
+    mom: &mut Mom,
+    rows: [&[C]; R],
+    n: usize,
+) {
+    let rows: [&[C]; R] = rows.map(|row| &row[..n]);
+    let acc: &mut [f64] = if S { &mut sum.acc[..n] } else { &mut [] };
+    let cnt: &mut [u64] = if S && SKIP {
+        &mut sum.cnt[..n]
+    } else {
+        &mut []
+    };
+    let k: &[f64] = if M { &mom.k[..n] } else { &[] };
+    let d: &mut [f64] = if M { &mut mom.d[..n] } else { &mut [] };
+    let q: &mut [f64] = if M { &mut mom.q[..n] } else { &mut [] };
+    let gn: &mut [f64] = if M && SKIP { &mut mom.gn[..n] } else { &mut [] };
+    for c in 0..n {
+        let x: [C; R] = std::array::from_fn(|i| rows[i][c]);
+        let nan: [bool; R] = std::array::from_fn(|i| SKIP && x[i].is_nan());
+        if S {
+            acc[c] += tree::<R>(std::array::from_fn(|i| {
+                if nan[i] { 0.0 } else { x[i].to_f64() }
+            }));
+            if SKIP {
+                cnt[c] += nan.iter().map(|&b| u64::from(!b)).sum::<u64>();
             }
         }
         if M {
-            mom.in_group += 1;
-            if mom.in_group == GROUP {
-                mom.fold::<SKIP>();
+            let kc = k[c];
+            let dv: [f64; R] =
+                std::array::from_fn(|i| if nan[i] { 0.0 } else { x[i].to_f64() - kc });
+            d[c] += tree(dv);
+            q[c] += tree(dv.map(|v| v * v));
+            if SKIP {
+                gn[c] += tree(nan.map(|b| if b { 0.0 } else { 1.0 }));
             }
         }
     }
