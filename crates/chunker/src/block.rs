@@ -103,8 +103,30 @@ impl AlignedBuf {
         &bytemuck::cast_slice(&self.words)[..self.len]
     }
 
+    /// This buffer resized to `len` bytes, keeping its allocation when it
+    /// is large enough (the bytes' values are unspecified).
+    pub(crate) fn reuse(mut self, len: usize) -> AlignedBuf {
+        self.words.resize(len.div_ceil(8), 0);
+        self.len = len;
+        self
+    }
+
     pub(crate) fn as_bytes_mut(&mut self) -> &mut [u8] {
         &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
+    }
+}
+
+/// The memory of a block read into an owned buffer, kept to read another
+/// block into: reusing it avoids allocating (and the allocator's slack)
+/// for every block. See [`Block::into_buffer`] and
+/// [`ArrayFile::read_rows_into`](crate::ArrayFile::read_rows_into).
+#[derive(Debug, Default)]
+pub struct BlockBuffer(pub(crate) AlignedBuf);
+
+impl BlockBuffer {
+    /// Bytes the buffer can hold without growing.
+    pub fn capacity(&self) -> usize {
+        self.0.words.capacity() * 8
     }
 }
 
@@ -205,6 +227,15 @@ impl Block {
     /// Bytes of data in the block.
     pub fn nbytes(&self) -> usize {
         self.rows * self.row_len * self.dtype.itemsize()
+    }
+
+    /// The block's owned buffer, for reading another block into; `None`
+    /// for a mapped block (unmapped here).
+    pub fn into_buffer(self) -> Option<BlockBuffer> {
+        match self.data {
+            Data::Owned(buf) => Some(BlockBuffer(buf)),
+            Data::Mapped(_) => None,
+        }
     }
 
     /// True when the block is a window mapped over the file (no copy was made).

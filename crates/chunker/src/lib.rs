@@ -54,7 +54,7 @@
 
 pub use half::f16;
 
-pub use crate::block::{Block, BlockPlan};
+pub use crate::block::{Block, BlockBuffer, BlockPlan};
 pub use crate::dtype::{ByteOrder, DType, Element, ParseDTypeError, parse_descr};
 pub use crate::error::{Error, Result};
 pub use crate::meta::{ArrayMeta, Format, Layout};

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::block::{AlignedBuf, Block, BlockPlan};
+use crate::block::{AlignedBuf, Block, BlockBuffer, BlockPlan};
 use crate::dtype::{ByteOrder, DType};
 use crate::error::{Error, Result};
 use crate::map::map_window;
@@ -198,6 +198,20 @@ impl ArrayFile {
     /// [`Error::Io`] when the read fails (for example, the file was
     /// truncated after it was opened).
     pub fn read_rows(&self, rows: Range<u64>) -> Result<Block> {
+        self.read_rows_into(rows, None)
+    }
+
+    /// As [`ArrayFile::read_rows`], reading into `buffer` (a previous
+    /// block's, from [`Block::into_buffer`]) when the block needs a copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArrayFile::read_rows`].
+    pub fn read_rows_into(&self, rows: Range<u64>, buffer: Option<BlockBuffer>) -> Result<Block> {
+        let alloc = |len: usize| match buffer {
+            Some(BlockBuffer(b)) => b.reuse(len),
+            None => AlignedBuf::zeroed(len),
+        };
         let meta = &self.meta;
         if rows.start > rows.end || rows.end > meta.rows() {
             return Err(Error::RowsOutOfRange {
@@ -218,7 +232,7 @@ impl ArrayFile {
             return Ok(block(AlignedBuf::default()));
         }
         if meta.layout == Layout::Fortran && meta.ndim() > 1 {
-            let mut buf = AlignedBuf::zeroed(nbytes);
+            let mut buf = alloc(nbytes);
             self.gather_fortran(rows.start, n, buf.as_bytes_mut())?;
             self.to_native(buf.as_bytes_mut());
             return Ok(block(buf));
@@ -240,7 +254,7 @@ impl ArrayFile {
                 map,
             ));
         }
-        let mut buf = AlignedBuf::zeroed(nbytes);
+        let mut buf = alloc(nbytes);
         self.file
             .read_exact_at(buf.as_bytes_mut(), offset)
             .map_err(|e| Error::io(&self.path, "read", e))?;

@@ -44,9 +44,58 @@ pub(crate) fn scalar(x: Scalar) -> Value {
     }
 }
 
-/// The values of an array as JSON values, flat in C order.
-pub(crate) fn scalars(a: &AnyArray) -> Vec<Value> {
-    a.to_scalars().into_iter().map(scalar).collect()
+/// The values of an array as a JSON list, serialised one value at a time
+/// (a per-row result of a large input is never held as a JSON tree).
+pub(crate) struct JsonList<'a>(pub(crate) &'a AnyArray);
+
+impl serde::Serialize for JsonList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.scalars().map(scalar))
+    }
+}
+
+/// A JSON object whose entries are serialised in order as they are
+/// written, from small values and streamed lists alike.
+pub(crate) struct JsonObject<'a>(pub(crate) Vec<(String, JsonItem<'a>)>);
+
+/// A value of a [`JsonObject`].
+pub(crate) enum JsonItem<'a> {
+    /// A value built in memory (small).
+    Value(Value),
+    /// An array's values, streamed.
+    List(JsonList<'a>),
+    /// An object of streamed entries.
+    Object(JsonObject<'a>),
+}
+
+impl serde::Serialize for JsonItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            JsonItem::Value(v) => v.serialize(s),
+            JsonItem::List(l) => l.serialize(s),
+            JsonItem::Object(o) => o.serialize(s),
+        }
+    }
+}
+
+impl serde::Serialize for JsonObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// Writes one JSON value on stdout, streamed through a buffer, and a newline.
+///
+/// # Errors
+///
+/// When stdout cannot be written (for example, a closed pipe).
+pub(crate) fn print_json_streamed(value: &impl serde::Serialize) -> Result<()> {
+    let mut out = io::BufWriter::with_capacity(64 << 10, io::stdout().lock());
+    serde_json::to_writer(&mut out, value)
+        .map_err(io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
 }
 
 /// One value of a result for people: integers exact, floats in Rust's

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::{
-    ArrayFile, ArrayWriter, Block, DType, OutputSpec, RawSpec, ReadMode, with_dtype,
+    ArrayFile, ArrayWriter, Block, BlockBuffer, DType, OutputSpec, RawSpec, ReadMode, with_dtype,
 };
 use outcore_spill::{Consumer, MemoryBudget, Reservation};
 use rayon::ThreadPool;
@@ -23,7 +23,7 @@ use crate::plan::{
     small_value,
 };
 use crate::reduce::{Partial, ReduceAxis};
-use crate::value::{AnyArray, AnyView, DynElement};
+use crate::value::{AnyArray, AnyView, Collector, DynElement};
 
 /// Blocks are sized so that this many fit in the budget at once (see
 /// `Engine::size`): enough for a reader one block ahead of two workers.
@@ -430,12 +430,20 @@ impl Sizing {
     }
 }
 
+/// The memory of one block in flight: its reservations, and the read
+/// buffers of the last block that used it (reused, so copied blocks do
+/// not allocate — nor leave the allocator's slack — block after block).
+struct Slot {
+    _reserved: Vec<Reservation>,
+    buffers: Vec<Option<BlockBuffer>>,
+}
+
 /// One block as read: its source blocks and the memory slot it holds.
 struct ReadBlock {
     first_row: u64,
     rows: usize,
     blocks: Vec<Block>,
-    slot: Vec<Reservation>,
+    slot: Slot,
 }
 
 /// A worker's reusable buffers for one pass: the registers of every
@@ -462,7 +470,7 @@ impl Scratch {
 /// One block's results.
 struct BlockResult {
     partials: Vec<Partial>,
-    collected: Vec<Vec<u8>>,
+    collected: Vec<Option<Collector>>,
     aggregates: Vec<Option<AggState>>,
 }
 
@@ -1028,23 +1036,37 @@ impl Engine {
             }
             report.passes += 1;
         }
-        let mut out = Vec::new();
+        // Values derived in memory from computed reductions come first,
+        // while every reduction result is still at hand.
+        let mut out: Vec<Option<AnyArray>> = Vec::with_capacity(exprs.len());
         for e in exprs {
-            out.push(match values.remove(&id(e)) {
-                Some(v) => v,
-                None => match e.extent {
-                    Extent::Full { .. } => AnyArray::scalar(0u8), // written, not returned
-                    _ => {
-                        let (buf, _) = small_value(&values, e)?;
-                        buf_to_array(&buf, e.dtype, &e.shape())?
-                    }
-                },
+            out.push(match e.extent {
+                Extent::Full { .. } => None,
+                _ if values.contains_key(&id(e)) => None,
+                _ => {
+                    let (buf, _) = small_value(&values, e)?;
+                    Some(buf_to_array(&buf, e.dtype, &e.shape())?)
+                }
             });
-            // A value returned twice (the same expression requested twice).
-            if let Some(v) = out.last() {
-                values.insert(id(e), v.clone());
-            }
         }
+        // Then results are moved out, not copied, unless requested again.
+        let out = out
+            .into_iter()
+            .enumerate()
+            .map(|(i, derived)| {
+                let e = &exprs[i];
+                derived.unwrap_or_else(|| {
+                    let again = exprs[i + 1..].iter().any(|later| id(later) == id(e));
+                    let value = if again {
+                        values.get(&id(e)).cloned()
+                    } else {
+                        values.remove(&id(e))
+                    };
+                    // A written expression returns nothing of its own.
+                    value.unwrap_or_else(|| AnyArray::scalar(0u8))
+                })
+            })
+            .collect();
         report.finish(start);
         Ok(RunOutput {
             values: out,
@@ -1073,25 +1095,33 @@ impl Engine {
         let mut merged: Vec<Option<Partial>> = (0..pass.reduces.len()).map(|_| None).collect();
         // Collected outputs are sized once: growing by doubling would hold
         // up to twice the result for a moment.
-        let mut collected: Vec<Vec<u8>> = pass
+        let mut collected: Vec<Option<Collector>> = pass
             .stores
             .iter()
             .zip(dests)
             .map(|(s, d)| match d {
-                Dest::Collect => Vec::with_capacity(
-                    (pass.rows as usize)
-                        .saturating_mul(pass.frames[s.frame].cols * s.dtype.itemsize()),
-                ),
-                _ => Vec::new(),
+                Dest::Collect => Some(Collector::with_capacity(
+                    s.dtype,
+                    (pass.rows as usize).saturating_mul(pass.frames[s.frame].cols),
+                )),
+                _ => None,
             })
             .collect();
         let mut agg_states: Vec<Option<AggState>> = (0..pass.stores.len()).map(|_| None).collect();
 
-        let read = |i: usize, slot: Vec<Reservation>| -> Result<ReadBlock> {
+        let slots: Vec<Slot> = slots
+            .into_iter()
+            .map(|r| Slot {
+                _reserved: r,
+                buffers: Vec::new(),
+            })
+            .collect();
+        let read = |i: usize, mut slot: Slot| -> Result<ReadBlock> {
             let rows = plan.get(i).expect("block index below len");
             let mut blocks = Vec::with_capacity(pass.sources.len());
-            for src in &pass.sources {
-                blocks.push(src.read_rows(rows.clone())?);
+            slot.buffers.resize_with(pass.sources.len(), || None);
+            for (src, buf) in pass.sources.iter().zip(&mut slot.buffers) {
+                blocks.push(src.read_rows_into(rows.clone(), buf.take())?);
             }
             Ok(ReadBlock {
                 first_row: rows.start,
@@ -1101,7 +1131,7 @@ impl Engine {
             })
         };
         let scratch = std::sync::Mutex::new(Vec::<Scratch>::new());
-        let work = |_i: usize, rb: ReadBlock| -> Result<(BlockResult, Vec<Reservation>)> {
+        let work = |_i: usize, rb: ReadBlock| -> Result<(BlockResult, Slot)> {
             // At most one scratch per worker thread is ever created.
             let taken = scratch.lock().ok().and_then(|mut v| v.pop());
             let mut s = taken.unwrap_or_else(|| Scratch::new(pass));
@@ -1113,7 +1143,9 @@ impl Engine {
                 rb.blocks.iter().map(|b| b.nbytes() as u64).sum(),
                 Ordering::Relaxed,
             );
-            Ok((out, rb.slot))
+            let mut slot = rb.slot;
+            slot.buffers = rb.blocks.into_iter().map(Block::into_buffer).collect();
+            Ok((out, slot))
         };
         let merge = |_i: usize, r: BlockResult| -> Result<()> {
             for (k, p) in r.partials.into_iter().enumerate() {
@@ -1122,8 +1154,10 @@ impl Engine {
                     slot @ None => *slot = Some(p),
                 }
             }
-            for (k, bytes) in r.collected.into_iter().enumerate() {
-                collected[k].extend_from_slice(&bytes);
+            for (k, block) in r.collected.into_iter().enumerate() {
+                if let (Some(acc), Some(block)) = (&mut collected[k], block) {
+                    acc.append(block);
+                }
             }
             for (k, state) in r.aggregates.into_iter().enumerate() {
                 let (Some(state), Dest::Aggregate(a)) = (state, &dests[k]) else {
@@ -1152,11 +1186,13 @@ impl Engine {
                 Dest::Aggregate(_) => {}
                 Dest::Collect => {
                     let e = &req.stores[k].0;
-                    let bytes = std::mem::take(&mut collected[k]);
-                    values.insert(
-                        store.target,
-                        bytes_to_array(&bytes, store.dtype, &e.shape())?,
-                    );
+                    let shape: Vec<usize> = e.shape().iter().map(|&d| d as usize).collect();
+                    if let Some(c) = collected[k].take() {
+                        let array = c.into_array(&shape).map_err(|err| {
+                            Error::Invalid(format!("internal: collected shape: {err}"))
+                        })?;
+                        values.insert(store.target, array);
+                    }
                 }
             }
         }
@@ -1352,16 +1388,20 @@ impl Engine {
                     let len = bytes.len();
                     let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut outs[k])[..len];
                     w.write_native_rows(rb.first_row, bytes)?;
-                    collected.push(Vec::new());
+                    collected.push(None);
                 }
-                Dest::Collect => collected.push(bytes.to_vec()),
+                Dest::Collect => {
+                    let mut c = Collector::with_capacity(s.dtype, rows * cols);
+                    c.extend_from_bytes(bytes);
+                    collected.push(Some(c));
+                }
                 Dest::Aggregate(a) => {
                     let array = bytes_to_array(bytes, s.dtype, &[rows as u64, cols as u64])?;
                     let view = crate::eval::array_view2(&array)?;
                     let mut st = catch_user(|| a.init())?;
                     catch_user(|| a.update(&mut st, view, rb.first_row))?;
                     state = Some(st);
-                    collected.push(Vec::new());
+                    collected.push(None);
                 }
             }
             aggregates.push(state);

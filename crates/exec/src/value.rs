@@ -59,8 +59,14 @@ macro_rules! any_enums {
 
             /// The values as JSON-friendly scalars, flat in C order.
             pub fn to_scalars(&self) -> Vec<Scalar> {
+                self.scalars().collect()
+            }
+
+            /// The values as JSON-friendly scalars, flat in C order, one at
+            /// a time (nothing is allocated for the whole array).
+            pub fn scalars(&self) -> Box<dyn Iterator<Item = Scalar> + '_> {
                 match self {
-                    $(AnyArray::$var(a) => a.iter().map(|&v| ToScalar::to_scalar(v)).collect(),)*
+                    $(AnyArray::$var(a) => Box::new(a.iter().map(|&v| ToScalar::to_scalar(v))),)*
                 }
             }
         }
@@ -140,6 +146,62 @@ any_enums! {
     F32 => f32,
     F64 => f64,
 }
+
+/// A typed buffer that a streamed result is collected into, block by
+/// block, and that becomes an [`AnyArray`] without another copy.
+#[derive(Debug)]
+pub(crate) struct Collector(AnyVec);
+
+macro_rules! any_vec {
+    ($($var:ident => $t:ty),*) => {
+        #[derive(Debug)]
+        enum AnyVec {
+            Bool(Vec<bool>),
+            $($var(Vec<$t>),)*
+        }
+
+        impl Collector {
+            /// An empty collector of `dtype` with room for `n` elements.
+            pub(crate) fn with_capacity(dtype: DType, n: usize) -> Collector {
+                Collector(match dtype {
+                    DType::Bool => AnyVec::Bool(Vec::with_capacity(n)),
+                    $(<$t as outcore_chunker::Element>::DATA_TYPE => AnyVec::$var(Vec::with_capacity(n)),)*
+                })
+            }
+
+            /// Appends elements given as native-order bytes of the dtype.
+            pub(crate) fn extend_from_bytes(&mut self, bytes: &[u8]) {
+                match &mut self.0 {
+                    AnyVec::Bool(v) => v.extend(bytes.iter().map(|&b| b != 0)),
+                    $(AnyVec::$var(v) => v.extend(
+                        bytes.chunks_exact(std::mem::size_of::<$t>())
+                            .map(|c| bytemuck::pod_read_unaligned::<$t>(c)),
+                    ),)*
+                }
+            }
+
+            /// Appends another collector's elements (of the same dtype).
+            pub(crate) fn append(&mut self, other: Collector) {
+                match (&mut self.0, other.0) {
+                    (AnyVec::Bool(a), AnyVec::Bool(b)) => a.extend(b),
+                    $((AnyVec::$var(a), AnyVec::$var(b)) => a.extend(b),)*
+                    _ => debug_assert!(false, "collectors of one store share a dtype"),
+                }
+            }
+
+            /// The collected elements as an array of `shape`.
+            pub(crate) fn into_array(self, shape: &[usize]) -> Result<AnyArray, ndarray::ShapeError> {
+                Ok(match self.0 {
+                    AnyVec::Bool(v) => AnyArray::Bool(ArrayD::from_shape_vec(IxDyn(shape), v)?),
+                    $(AnyVec::$var(v) => AnyArray::$var(ArrayD::from_shape_vec(IxDyn(shape), v)?),)*
+                })
+            }
+        }
+    };
+}
+
+any_vec!(I8 => i8, I16 => i16, I32 => i32, I64 => i64, U8 => u8, U16 => u16, U32 => u32,
+         U64 => u64, F16 => f16, F32 => f32, F64 => f64);
 
 impl AnyArray {
     /// A 0-d array holding one value.

@@ -15,7 +15,7 @@ use outcore::{AnyArray, ArrayWriter, Element, Expr, OutputSpec, ReduceAxis, Redu
 use serde_json::{Map, Value, json};
 
 use crate::args::{EngineArgs, InputArgs, OutputArgs};
-use crate::output::{self, Fields};
+use crate::output::{self, Fields, JsonItem, JsonList, JsonObject};
 
 /// Values of an axis-0 or axis-1 result shown per op in the text output.
 const SHOWN_VALUES: usize = 5;
@@ -236,18 +236,19 @@ pub(crate) fn run(args: Args) -> Result<()> {
     };
 
     if args.json {
-        let mut obj = head.json();
-        let mut res = Map::new();
+        // Streamed: a per-row result of a large input must not become a
+        // JSON tree in memory.
+        let mut res = Vec::with_capacity(results.len());
         for (key, value) in &results {
-            let mut v = output::scalars(value);
-            let v = if args.axis == Axis::All && v.len() == 1 {
-                v.remove(0)
-            } else {
-                Value::from(v)
+            let item = match value.scalars().next() {
+                Some(v) if args.axis == Axis::All && value.len() == 1 => {
+                    JsonItem::Value(output::scalar(v))
+                }
+                _ => JsonItem::List(JsonList(value)),
             };
-            res.insert(key.clone(), v);
+            res.push((key.clone(), item));
         }
-        obj.insert("results".into(), Value::Object(res));
+        let mut obj = Map::new();
         obj.insert(
             "out".into(),
             args.out
@@ -260,7 +261,14 @@ pub(crate) fn run(args: Args) -> Result<()> {
             .collect();
         obj.insert("files".into(), Value::Object(files));
         obj.extend(output::report_json(&report, engine.threads()));
-        return output::print_json(&Value::Object(obj));
+        let mut entries: Vec<(String, JsonItem<'_>)> = head
+            .json()
+            .into_iter()
+            .map(|(k, v)| (k, JsonItem::Value(v)))
+            .collect();
+        entries.push(("results".into(), JsonItem::Object(JsonObject(res))));
+        entries.extend(obj.into_iter().map(|(k, v)| (k, JsonItem::Value(v))));
+        return output::print_json_streamed(&JsonObject(entries));
     }
 
     let mut fields = head.fields();
@@ -329,22 +337,22 @@ fn table(results: &[(String, &AnyArray)], axis: Axis, wrote: bool) -> String {
     let mut text = String::new();
     let mut cut = None;
     for (key, value) in results {
-        let values = value.to_scalars();
-        let shown: Vec<String> = values
-            .iter()
+        let shown: Vec<String> = value
+            .scalars()
             .take(SHOWN_VALUES)
-            .map(|&v| output::scalar_text(v))
+            .map(output::scalar_text)
             .collect();
+        let total = value.len();
         let cell = if axis == Axis::All {
             shown.join(", ")
         } else {
-            let more = if values.len() > SHOWN_VALUES {
-                cut = Some(values.len());
+            let more = if total > SHOWN_VALUES {
+                cut = Some(total);
                 ", ..."
             } else {
                 ""
             };
-            format!("[{}{more}] ({} values)", shown.join(", "), values.len())
+            format!("[{}{more}] ({} values)", shown.join(", "), total)
         };
         text.push_str(&format!("{key:<width$}  {cell}\n"));
     }
