@@ -218,6 +218,65 @@ impl<'a> PassBuilder<'a> {
         self.pass.frames[f].prog.push(instr)
     }
 
+    /// Compiles a child: streamed (`small` is `None`) or in memory over a
+    /// frame of kind `small`.
+    fn child(&mut self, f: usize, e: &Expr, small: Option<Shape>) -> Result<usize> {
+        match small {
+            Some(frame) => self.compile_small(f, e, frame),
+            None => self.compile(f, e),
+        }
+    }
+
+    /// Compiles an elementwise node (unary, binary, where, cast), its
+    /// children streamed or in memory as `small` says.
+    fn elementwise(&mut self, f: usize, e: &Expr, small: Option<Shape>) -> Result<usize> {
+        let instr = match &*e.node {
+            Node::Unary(op, a) => {
+                let ra = self.child(f, a, small)?;
+                let lane = match op {
+                    UnaryOp::Sqrt | UnaryOp::Exp | UnaryOp::Log | UnaryOp::Log1p => Lane::F64,
+                    _ => lane_of(a.dtype),
+                };
+                Instr::Unary {
+                    op: *op,
+                    arg: self.in_lane(f, ra, lane),
+                    dtype: e.dtype,
+                }
+            }
+            Node::Binary(op, a, b) => {
+                let compute = if op.is_comparison() {
+                    promote_operands(a, b)
+                } else if *op == BinaryOp::And || *op == BinaryOp::Or {
+                    DType::Bool
+                } else {
+                    e.dtype
+                };
+                Instr::Binary {
+                    op: *op,
+                    a: self.operand(f, a, compute, small)?,
+                    b: self.operand(f, b, compute, small)?,
+                    dtype: e.dtype,
+                }
+            }
+            Node::Where(c, a, b) => Instr::Where {
+                c: self.child(f, c, small)?,
+                a: self.operand(f, a, e.dtype, small)?,
+                b: self.operand(f, b, e.dtype, small)?,
+                dtype: e.dtype,
+            },
+            Node::Cast(a, dtype) => Instr::Cast {
+                arg: self.child(f, a, small)?,
+                dtype: *dtype,
+            },
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "internal: {e} is not an elementwise operation"
+                )));
+            }
+        };
+        Ok(self.push(f, instr))
+    }
+
     /// Compiles an operand of an operation computed in `compute`, in that
     /// dtype's lane. A literal (weak scalar) is first converted to
     /// `compute`, as NumPy converts a Python scalar to the array's dtype:
@@ -245,10 +304,7 @@ impl<'a> PassBuilder<'a> {
                 },
             ));
         }
-        let r = match small {
-            Some(frame) => self.compile_small(f, e, frame)?,
-            None => self.compile(f, e)?,
-        };
+        let r = self.child(f, e, small)?;
         Ok(self.in_lane(f, r, lane_of(compute)))
     }
 
@@ -310,65 +366,8 @@ impl<'a> PassBuilder<'a> {
                     },
                 )
             }
-            Node::Unary(op, a) => {
-                let ra = self.compile(f, a)?;
-                let lane = match op {
-                    UnaryOp::Sqrt | UnaryOp::Exp | UnaryOp::Log | UnaryOp::Log1p => Lane::F64,
-                    _ => lane_of(a.dtype),
-                };
-                let ra = self.in_lane(f, ra, lane);
-                self.push(
-                    f,
-                    Instr::Unary {
-                        op: *op,
-                        arg: ra,
-                        dtype: e.dtype,
-                    },
-                )
-            }
-            Node::Binary(op, a, b) => {
-                let compute = if op.is_comparison() {
-                    promote_operands(a, b)
-                } else if *op == BinaryOp::And || *op == BinaryOp::Or {
-                    DType::Bool
-                } else {
-                    e.dtype
-                };
-                let ra = self.operand(f, a, compute, None)?;
-                let rb = self.operand(f, b, compute, None)?;
-                self.push(
-                    f,
-                    Instr::Binary {
-                        op: *op,
-                        a: ra,
-                        b: rb,
-                        dtype: e.dtype,
-                    },
-                )
-            }
-            Node::Where(c, a, b) => {
-                let rc = self.compile(f, c)?;
-                let ra = self.operand(f, a, e.dtype, None)?;
-                let rb = self.operand(f, b, e.dtype, None)?;
-                self.push(
-                    f,
-                    Instr::Where {
-                        c: rc,
-                        a: ra,
-                        b: rb,
-                        dtype: e.dtype,
-                    },
-                )
-            }
-            Node::Cast(a, dtype) => {
-                let ra = self.compile(f, a)?;
-                self.push(
-                    f,
-                    Instr::Cast {
-                        arg: ra,
-                        dtype: *dtype,
-                    },
-                )
+            Node::Unary(..) | Node::Binary(..) | Node::Where(..) | Node::Cast(..) => {
+                self.elementwise(f, e, None)?
             }
             Node::Const { .. } | Node::Reduce(..) => {
                 return Err(Error::Invalid(format!(
@@ -529,77 +528,8 @@ impl PassBuilder<'_> {
                 },
             )
         } else {
-            match &*e.node {
-                Node::Unary(op, a) => {
-                    let ra = self.compile_small(f, a, frame)?;
-                    let lane = match op {
-                        UnaryOp::Sqrt | UnaryOp::Exp | UnaryOp::Log | UnaryOp::Log1p => Lane::F64,
-                        _ => lane_of(a.dtype),
-                    };
-                    let ra = self.in_lane(f, ra, lane);
-                    self.push(
-                        f,
-                        Instr::Unary {
-                            op: *op,
-                            arg: ra,
-                            dtype: e.dtype,
-                        },
-                    )
-                }
-                Node::Binary(op, a, b) => {
-                    let compute = if op.is_comparison() {
-                        promote_operands(a, b)
-                    } else if *op == BinaryOp::And || *op == BinaryOp::Or {
-                        DType::Bool
-                    } else {
-                        e.dtype
-                    };
-                    let ra = self.operand(f, a, compute, Some(frame))?;
-                    let rb = self.operand(f, b, compute, Some(frame))?;
-                    self.push(
-                        f,
-                        Instr::Binary {
-                            op: *op,
-                            a: ra,
-                            b: rb,
-                            dtype: e.dtype,
-                        },
-                    )
-                }
-                Node::Where(c, a, b) => {
-                    let rc = self.compile_small(f, c, frame)?;
-                    let ra = self.operand(f, a, e.dtype, Some(frame))?;
-                    let rb = self.operand(f, b, e.dtype, Some(frame))?;
-                    self.push(
-                        f,
-                        Instr::Where {
-                            c: rc,
-                            a: ra,
-                            b: rb,
-                            dtype: e.dtype,
-                        },
-                    )
-                }
-                Node::Cast(a, dtype) => {
-                    let ra = self.compile_small(f, a, frame)?;
-                    self.push(
-                        f,
-                        Instr::Cast {
-                            arg: ra,
-                            dtype: *dtype,
-                        },
-                    )
-                }
-                _ => {
-                    return Err(Error::Invalid(format!(
-                        "internal: cannot evaluate {e} in memory"
-                    )));
-                }
-            }
+            self.elementwise(f, e, Some(frame))?
         };
-        // A Value leaf of the frame's own shape must act as a full operand:
-        // pass it through a same-lane conversion so it occupies a register
-        // when it is the result itself.
         self.memo[f].insert(id(e), reg);
         Ok(reg)
     }
