@@ -1,0 +1,333 @@
+//! The large-file benchmark: the four tasks of `shared/measurements.md` on
+//! a page-cache-resident float64 `.npy` (default 4 GiB, 2,097,152 × 256),
+//! each compared with this machine's own limits measured in the same run.
+//!
+//! ```sh
+//! cargo bench --bench large_file                          # 4 GiB
+//! cargo bench --bench large_file -- --size 1GiB --memory-limit 128MiB --threads 2
+//! OUTCORE_BENCH_SIZE=512MiB cargo bench --bench large_file -- --dir /data/bench
+//! ```
+//!
+//! The input is kept in `--dir` (default: `outcore-bench` under the system
+//! temporary directory) and reused by later runs of the same size; outputs
+//! are removed. Each task runs 3 times; the table gives the median.
+//!
+//! - read limit: a plain parallel sum over a memory map of the input.
+//! - write limit: a plain parallel `pwrite` of zeroes of the output's size
+//!   into a fresh file (page cache, no fsync), then the file is deleted.
+//! - peak RSS: the engine's `RunReport::peak_rss`, with the process's
+//!   high-water mark reset (`/proc/self/clear_refs`) before each run.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use memmap2::MmapOptions;
+use outcore::chunker::synth::{Distribution, Generator, write_array};
+use outcore::{ArrayFile, DType, Engine, OutputSpec, RunReport, format_bytes, parse_size};
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// Columns of the input, as in `shared/measurements.md`.
+const COLS: u64 = 256;
+/// Runs per task; the median is reported.
+const RUNS: usize = 3;
+
+struct Args {
+    size: u64,
+    dir: PathBuf,
+    memory_limit: u64,
+    threads: usize,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_args() -> Result<Args, BoxError> {
+    let mut size = std::env::var("OUTCORE_BENCH_SIZE").unwrap_or_else(|_| "4GiB".into());
+    let mut dir = std::env::temp_dir().join("outcore-bench");
+    let mut memory_limit = "256MiB".to_string();
+    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--size" => size = value()?,
+            "--dir" => dir = PathBuf::from(value()?),
+            "--memory-limit" => memory_limit = value()?,
+            "--threads" => threads = value()?.parse()?,
+            // `cargo bench` passes `--bench` to every bench binary.
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(Args {
+        size: parse_size(&size)?,
+        dir,
+        memory_limit: parse_size(&memory_limit)?,
+        threads: threads.max(1),
+    })
+}
+
+fn run() -> Result<(), BoxError> {
+    let args = parse_args()?;
+    let rows = (args.size / (COLS * 8)).max(1);
+    let nbytes = rows * COLS * 8;
+    std::fs::create_dir_all(&args.dir)?;
+    let input = args.dir.join(format!("x-f64-{rows}x{COLS}.npy"));
+    prepare_input(&input, rows, args.threads)?;
+
+    // The read limit; it also brings the whole input into the page cache
+    // (the first, unmeasured run).
+    let read_secs = median_secs(|| {
+        let t = Instant::now();
+        std::hint::black_box(mmap_sum(&input, args.threads)?);
+        Ok(t.elapsed())
+    })?;
+    let read_gbs = gbs(nbytes, read_secs);
+
+    let engine = Engine::builder()
+        .memory_limit(args.memory_limit)
+        .threads(args.threads)
+        .fsync(false)
+        .overwrite(true)
+        .build()?;
+    let x = engine.open(&input)?;
+    let z_path = args.dir.join("standardized.npy");
+    let c_path = args.dir.join("cast-f32.npy");
+
+    let colsum = measure(|| Ok(engine.compute_with_report(x.sum(0))?.1))?;
+    let colstats = measure(|| Ok(engine.compute_with_report((x.mean(0), x.std(0, 0)))?.1))?;
+    let z = (&x - &x.mean(0)) / &x.std(0, 0);
+    let standardize = measure(|| Ok(engine.write_npy(&z, &z_path)?))?;
+    let z_bytes = std::fs::metadata(&z_path)?.len();
+    std::fs::remove_file(&z_path)?;
+    let cast = measure(|| Ok(engine.write_npy(&x.cast(DType::F32), &c_path)?))?;
+    let c_bytes = std::fs::metadata(&c_path)?.len();
+    std::fs::remove_file(&c_path)?;
+
+    // The write limits, for the same output sizes.
+    let scratch = args.dir.join("write-limit.tmp");
+    let z_write = median_secs(|| plain_write(&scratch, z_bytes, args.threads))?;
+    let c_write = median_secs(|| plain_write(&scratch, c_bytes, args.threads))?;
+
+    println!(
+        "\ninput: {} float64 ({rows} × {COLS}) at {} (kept for reuse)",
+        format_bytes(nbytes),
+        input.display()
+    );
+    println!(
+        "threads: {}, memory limit: {}, median of {RUNS} runs, input in the page cache\n",
+        args.threads,
+        format_bytes(args.memory_limit)
+    );
+    println!(
+        "| task | median s | GB/s of input | × read limit | peak RSS | peak reserved | memory limit |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!("| read limit (mmap sum) | {read_secs:.3} | {read_gbs:.2} | 1.00 | | | |");
+    for (name, m) in [
+        ("colsum", &colsum),
+        ("colstats", &colstats),
+        ("standardize", &standardize),
+        ("cast f64→f32", &cast),
+    ] {
+        let g = gbs(nbytes, m.secs);
+        println!(
+            "| {name} | {:.3} | {g:.2} | {:.2} | {} | {} | {} |",
+            m.secs,
+            g / read_gbs,
+            m.peak_rss.map_or("n/a".into(), format_bytes),
+            format_bytes(m.peak_reserved),
+            format_bytes(args.memory_limit),
+        );
+    }
+    println!("\nwrite targets (plain pwrite of the output's bytes to the page cache, same run):");
+    for (name, m, bytes, w) in [
+        ("standardize", &standardize, z_bytes, z_write),
+        ("cast f64→f32", &cast, c_bytes, c_write),
+    ] {
+        println!(
+            "  {name}: writes {} — plain write {w:.3} s ({:.2} GB/s); task {:.3} s = {:.2}× the plain write{}",
+            format_bytes(bytes),
+            gbs(bytes, w),
+            m.secs,
+            m.secs / w,
+            if name == "standardize" {
+                " (the task also makes a statistics pass)"
+            } else {
+                ""
+            },
+        );
+    }
+    println!("\nmedian / sort: not implemented yet; no figures.");
+    Ok(())
+}
+
+/// Creates the input unless a file of the right dtype and shape is there.
+fn prepare_input(path: &Path, rows: u64, threads: usize) -> Result<(), BoxError> {
+    if let Ok(f) = ArrayFile::open(path) {
+        let m = f.meta();
+        if m.dtype == DType::F64 && m.shape == [rows, COLS] {
+            println!("reusing {}", path.display());
+            return Ok(());
+        }
+    }
+    println!(
+        "generating {} of float64 ({rows} × {COLS}) at {}",
+        format_bytes(rows * COLS * 8),
+        path.display()
+    );
+    let t = Instant::now();
+    write_array(
+        path,
+        OutputSpec::npy(DType::F64, vec![rows, COLS])
+            .fsync(false)
+            .overwrite(true),
+        &Generator::new(Distribution::Normal, 1),
+        8 << 20,
+        threads,
+        &|_| {},
+    )?;
+    println!("  {:.2} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One task's figures over its runs.
+struct Measured {
+    /// Median wall time.
+    secs: f64,
+    /// Largest `peak_rss` of the runs.
+    peak_rss: Option<u64>,
+    /// Largest `peak_reserved` of the runs.
+    peak_reserved: u64,
+}
+
+/// Runs `task` [`RUNS`] times, resetting the process's peak RSS first.
+fn measure(mut task: impl FnMut() -> Result<RunReport, BoxError>) -> Result<Measured, BoxError> {
+    let mut times = Vec::with_capacity(RUNS);
+    let mut peak_rss = None;
+    let mut peak_reserved = 0;
+    for _ in 0..RUNS {
+        reset_peak_rss();
+        let t = Instant::now();
+        let report = task()?;
+        times.push(t.elapsed());
+        peak_rss = peak_rss.max(report.peak_rss);
+        peak_reserved = peak_reserved.max(report.peak_reserved);
+    }
+    Ok(Measured {
+        secs: median(times),
+        peak_rss,
+        peak_reserved,
+    })
+}
+
+/// One unmeasured run, then the median of [`RUNS`] runs; `f` returns the
+/// time of the part it measures.
+fn median_secs(mut f: impl FnMut() -> Result<Duration, BoxError>) -> Result<f64, BoxError> {
+    f()?;
+    let times = (0..RUNS).map(|_| f()).collect::<Result<Vec<_>, _>>()?;
+    Ok(median(times))
+}
+
+fn median(mut times: Vec<Duration>) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64()
+}
+
+fn gbs(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e9
+}
+
+/// Resets the process's peak RSS (VmHWM) to its current RSS (Linux; a
+/// no-op elsewhere).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Sums the input's elements over a read-only memory map, `threads`
+/// contiguous ranges in parallel: the machine's read limit. The map is
+/// dropped on return, so its pages leave this process's RSS.
+fn mmap_sum(path: &Path, threads: usize) -> Result<f64, BoxError> {
+    let meta = ArrayFile::open(path)?.meta().clone();
+    let file = File::open(path)?;
+    // SAFETY: the input is this benchmark's own file, which nothing
+    // truncates or writes while it is mapped (a truncation would raise
+    // SIGBUS on access); the map is read-only and dropped before return.
+    let map = unsafe {
+        MmapOptions::new()
+            .offset(meta.data_offset)
+            .len(meta.nbytes() as usize)
+            .map(&file)?
+    };
+    // The .npy data offset is a multiple of 64, so the view is 8-aligned.
+    let values: &[f64] = bytemuck::try_cast_slice(&map).map_err(|e| format!("{e:?}"))?;
+    let per_thread = values.len().div_ceil(threads).max(1);
+    let total = std::thread::scope(|s| {
+        let handles: Vec<_> = values
+            .chunks(per_thread)
+            .map(|part| s.spawn(|| sum_f64(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sum thread panicked"))
+            .sum()
+    });
+    Ok(total)
+}
+
+/// A sum with eight independent accumulators, so the compiler can use
+/// vector registers.
+fn sum_f64(values: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
+/// Writes `bytes` zero bytes into a fresh file at `path` with `pwrite`
+/// from `threads` threads (contiguous ranges, 1 MiB writes), without
+/// fsync, then deletes it. Returns the time of the create and the writes.
+fn plain_write(path: &Path, bytes: u64, threads: usize) -> Result<Duration, BoxError> {
+    const BUF: u64 = 1 << 20;
+    let t = Instant::now();
+    let file = File::create(path)?;
+    let per_thread = bytes.div_ceil(threads as u64).div_ceil(BUF) * BUF;
+    std::thread::scope(|s| -> std::io::Result<()> {
+        let handles: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                let file = &file;
+                s.spawn(move || -> std::io::Result<()> {
+                    let buf = vec![0u8; BUF as usize];
+                    let end = ((t + 1) * per_thread).min(bytes);
+                    let mut at = t * per_thread;
+                    while at < end {
+                        let n = (end - at).min(BUF) as usize;
+                        file.write_all_at(&buf[..n], at)?;
+                        at += n as u64;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("write thread panicked")?;
+        }
+        Ok(())
+    })?;
+    drop(file);
+    let elapsed = t.elapsed();
+    std::fs::remove_file(path)?;
+    Ok(elapsed)
+}
