@@ -451,6 +451,12 @@ fn apply2<A: Copy, B: Copy, O>(
     }
 }
 
+/// `out[i] = f(x[i])`: a one-operand map, with `apply2`'s fast paths.
+#[inline(always)]
+fn map_into<A: Copy, O>(out: &mut [O], x: Opnd<'_, A>, f: impl Fn(A) -> O) {
+    apply2(out, 1, x, Opnd::Scalar(()), |x, _| f(x));
+}
+
 /// Rounds lane values to what `dtype` can hold (float32/float16
 /// rounding, integer wrap-around), as NumPy stores each result.
 pub(crate) fn round_to(buf: &mut [f64], dtype: DType) {
@@ -695,41 +701,14 @@ fn load_view(view: &AnyView<'_>, r0: usize, r1: usize, out: &mut Buf, dtype: DTy
 }
 
 fn convert(a: OpndRef<'_>, out: &mut Buf, n: usize, to: Lane) {
-    // Expand broadcasts while converting (rare: conversions of leaves
-    // are done at compile time).
-    let cols = 1;
     macro_rules! conv {
         ($o:expr, $f:ident) => {{
             let o = &mut $o[..n];
             match a.buf {
-                Buf::F64(_) => apply2(
-                    o,
-                    cols,
-                    as_f64(a, n).expect("f64"),
-                    Opnd::Scalar(()),
-                    |x, _| x.$f(),
-                ),
-                Buf::I64(_) => apply2(
-                    o,
-                    cols,
-                    as_i64(a, n).expect("i64"),
-                    Opnd::Scalar(()),
-                    |x, _| x.$f(),
-                ),
-                Buf::U64(_) => apply2(
-                    o,
-                    cols,
-                    as_u64(a, n).expect("u64"),
-                    Opnd::Scalar(()),
-                    |x, _| x.$f(),
-                ),
-                Buf::Bool(_) => apply2(
-                    o,
-                    cols,
-                    as_bool(a, n).expect("bool"),
-                    Opnd::Scalar(()),
-                    |x, _| x.$f(),
-                ),
+                Buf::F64(_) => map_into(o, as_f64(a, n).expect("f64"), |x| x.$f()),
+                Buf::I64(_) => map_into(o, as_i64(a, n).expect("i64"), |x| x.$f()),
+                Buf::U64(_) => map_into(o, as_u64(a, n).expect("u64"), |x| x.$f()),
+                Buf::Bool(_) => map_into(o, as_bool(a, n).expect("bool"), |x| x.$f()),
             }
         }};
     }
@@ -776,19 +755,17 @@ fn finish_dtype(out: &mut Buf, n: usize, dtype: DType) {
 }
 
 fn unary(op: UnaryOp, a: OpndRef<'_>, out: &mut Buf, n: usize, dtype: DType) -> Result<()> {
-    let cols = 1;
-    let unit = Opnd::Scalar(());
     match out {
         Buf::F64(o) => {
             let x = as_f64(a, n).ok_or_else(|| lane_err("unary"))?;
             let o = &mut o[..n];
             match op {
-                UnaryOp::Neg => apply2(o, cols, x, unit, |x, _| -x),
-                UnaryOp::Abs => apply2(o, cols, x, unit, |x, _| x.abs()),
-                UnaryOp::Sqrt => apply2(o, cols, x, unit, |x, _| x.sqrt()),
-                UnaryOp::Exp => apply2(o, cols, x, unit, |x, _| x.exp()),
-                UnaryOp::Log => apply2(o, cols, x, unit, |x, _| x.ln()),
-                UnaryOp::Log1p => apply2(o, cols, x, unit, |x, _| x.ln_1p()),
+                UnaryOp::Neg => map_into(o, x, |x| -x),
+                UnaryOp::Abs => map_into(o, x, |x| x.abs()),
+                UnaryOp::Sqrt => map_into(o, x, |x| x.sqrt()),
+                UnaryOp::Exp => map_into(o, x, |x| x.exp()),
+                UnaryOp::Log => map_into(o, x, |x| x.ln()),
+                UnaryOp::Log1p => map_into(o, x, |x| x.ln_1p()),
                 UnaryOp::IsNan | UnaryOp::Not => return Err(lane_err("unary f64")),
             }
         }
@@ -796,8 +773,8 @@ fn unary(op: UnaryOp, a: OpndRef<'_>, out: &mut Buf, n: usize, dtype: DType) -> 
             let x = as_i64(a, n).ok_or_else(|| lane_err("unary"))?;
             let o = &mut o[..n];
             match op {
-                UnaryOp::Neg => apply2(o, cols, x, unit, |x, _| x.wrapping_neg()),
-                UnaryOp::Abs => apply2(o, cols, x, unit, |x, _| x.wrapping_abs()),
+                UnaryOp::Neg => map_into(o, x, |x| x.wrapping_neg()),
+                UnaryOp::Abs => map_into(o, x, |x| x.wrapping_abs()),
                 _ => return Err(lane_err("unary i64")),
             }
         }
@@ -805,8 +782,8 @@ fn unary(op: UnaryOp, a: OpndRef<'_>, out: &mut Buf, n: usize, dtype: DType) -> 
             let x = as_u64(a, n).ok_or_else(|| lane_err("unary"))?;
             let o = &mut o[..n];
             match op {
-                UnaryOp::Neg => apply2(o, cols, x, unit, |x, _| x.wrapping_neg()),
-                UnaryOp::Abs => apply2(o, cols, x, unit, |x, _| x),
+                UnaryOp::Neg => map_into(o, x, |x| x.wrapping_neg()),
+                UnaryOp::Abs => map_into(o, x, |x| x),
                 _ => return Err(lane_err("unary u64")),
             }
         }
@@ -814,12 +791,10 @@ fn unary(op: UnaryOp, a: OpndRef<'_>, out: &mut Buf, n: usize, dtype: DType) -> 
             let o = &mut o[..n];
             match (op, a.buf) {
                 (UnaryOp::IsNan, Buf::F64(_)) => {
-                    apply2(o, cols, as_f64(a, n).expect("f64"), unit, |x, _| x.is_nan())
+                    map_into(o, as_f64(a, n).expect("f64"), |x| x.is_nan())
                 }
                 (UnaryOp::IsNan, _) => o.iter_mut().for_each(|v| *v = false),
-                (UnaryOp::Not, Buf::Bool(_)) => {
-                    apply2(o, cols, as_bool(a, n).expect("bool"), unit, |x, _| !x)
-                }
+                (UnaryOp::Not, Buf::Bool(_)) => map_into(o, as_bool(a, n).expect("bool"), |x| !x),
                 _ => return Err(lane_err("unary bool")),
             }
         }
