@@ -153,6 +153,49 @@ impl ArrayFile {
         Ok(ArrayFile::from_parts(path, file, meta))
     }
 
+    /// Reads a native, C-order raw array from an already open file: for
+    /// files without a name, such as the engine's unlinked spill files.
+    /// `label` stands in for the path in errors and reports.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be inspected;
+    /// [`Error::SizeMismatch`] when it is shorter than `offset` plus the
+    /// array's bytes (it may be longer: spill files hold several arrays).
+    pub fn from_file(
+        file: File,
+        label: impl AsRef<Path>,
+        dtype: DType,
+        shape: Vec<u64>,
+        offset: u64,
+    ) -> Result<ArrayFile> {
+        let label = label.as_ref();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(label, "stat", e))?
+            .len();
+        let meta = ArrayMeta::new(
+            label,
+            shape,
+            dtype,
+            ByteOrder::NATIVE,
+            Layout::C,
+            Format::Raw,
+            offset,
+        )?;
+        if offset.checked_add(meta.nbytes()).is_none_or(|end| end > len) {
+            return Err(Error::SizeMismatch {
+                path: label.to_path_buf(),
+                shape: meta.shape.clone(),
+                dtype: meta.dtype.name(),
+                offset,
+                expected: meta.nbytes(),
+                actual: len.saturating_sub(offset),
+            });
+        }
+        Ok(ArrayFile::from_parts(label, file, meta))
+    }
+
     fn from_parts(path: &Path, file: File, meta: ArrayMeta) -> ArrayFile {
         ArrayFile {
             path: Arc::from(path),
