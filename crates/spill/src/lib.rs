@@ -1,5 +1,6 @@
-//! The memory budget of outcore: a process-wide limit on the bytes the engine
-//! holds for data, with RAII reservations and back-pressure.
+//! The memory budget of outcore — a process-wide limit on the bytes the
+//! engine holds for data, with RAII reservations and back-pressure — and
+//! its spill files, where intermediates go when they do not fit.
 //!
 //! Every buffer the engine keeps — read buffers and mapped windows, kernel
 //! scratch, partial states, write buffers — is reserved against one
@@ -24,6 +25,10 @@
 //! * [`parse_size`] and [`format_bytes`] read and print sizes such as
 //!   `"1.5 GiB"`; [`default_limit`], [`available_memory`] and
 //!   [`process_memory`] ask the operating system (Linux) about memory.
+//! * [`SpillSpace`] (a directory and a disk quota) makes [`SpillFile`]s:
+//!   unnamed, fully allocated temporary files, written with `pwrite` and
+//!   read back through mapped [`SpillWindow`]s; nothing is left on disk
+//!   after the process ends, however it ends.
 //!
 //! # Example
 //!
@@ -63,9 +68,12 @@
 pub use crate::budget::{
     BudgetError, BudgetUsage, Consumer, ConsumerUsage, MemoryBudget, Reservation,
 };
+pub use crate::file::{SpillError, SpillFile, SpillSpace, SpillWindow};
 pub use crate::size::{GIB, KIB, MIB, ParseSizeError, TIB, format_bytes, parse_size};
 pub use crate::sysmem::{ProcessMemory, available_memory, default_limit, process_memory};
 
 mod budget;
+mod file;
+mod map;
 mod size;
 mod sysmem;
