@@ -4,11 +4,11 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use ndarray::ArrayView2;
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
+use crate::map::Window;
 
 /// How an array of `rows` rows is split into contiguous blocks of
 /// `block_rows` rows (the last block may be shorter).
@@ -133,8 +133,9 @@ impl BlockBuffer {
 /// Where a block's bytes live.
 #[derive(Debug)]
 enum Data {
-    /// A read-only window mapped over the input file.
-    Mapped(Mmap),
+    /// A read-only window mapped over the input file, guarded against
+    /// SIGBUS; `expected_len` is the file's length when it was opened.
+    Mapped { window: Window, expected_len: u64 },
     /// An owned, aligned copy (byte-swapped, gathered or unaligned input).
     Owned(AlignedBuf),
 }
@@ -145,6 +146,12 @@ enum Data {
 /// It owns its memory — a mapped window of the file or an aligned copy —
 /// and releases it when dropped, so pages leave the process's resident set
 /// as soon as the block is done with.
+///
+/// **A mapped block must be [checked](Block::check) after its bytes were
+/// read and before the results are trusted**: if another process
+/// truncates the file while the window is mapped, the lost bytes read as
+/// zeros (instead of killing the process with SIGBUS) and `check` reports
+/// [`Error::Truncated`].
 #[derive(Debug)]
 pub struct Block {
     path: Arc<Path>,
@@ -162,16 +169,20 @@ impl Block {
         rows: usize,
         row_len: usize,
         dtype: DType,
-        map: Mmap,
+        window: Window,
+        expected_len: u64,
     ) -> Block {
-        debug_assert_eq!(map.len(), rows * row_len * dtype.itemsize());
+        debug_assert_eq!(window.bytes().len(), rows * row_len * dtype.itemsize());
         Block {
             path,
             start_row,
             rows,
             row_len,
             dtype,
-            data: Data::Mapped(map),
+            data: Data::Mapped {
+                window,
+                expected_len,
+            },
         }
     }
 
@@ -234,21 +245,87 @@ impl Block {
     pub fn into_buffer(self) -> Option<BlockBuffer> {
         match self.data {
             Data::Owned(buf) => Some(BlockBuffer(buf)),
-            Data::Mapped(_) => None,
+            Data::Mapped { .. } => None,
         }
     }
 
     /// True when the block is a window mapped over the file (no copy was made).
     pub fn is_mapped(&self) -> bool {
-        matches!(self.data, Data::Mapped(_))
+        matches!(self.data, Data::Mapped { .. })
     }
 
     /// The raw bytes, native byte order, C order.
+    ///
+    /// For a mapped block, bytes lost to a concurrent truncation of the
+    /// file read as zeros; [`Block::check`] tells whether that happened.
     pub fn as_bytes(&self) -> &[u8] {
         match &self.data {
-            Data::Mapped(map) => map,
+            Data::Mapped { window, .. } => window.bytes(),
             Data::Owned(buf) => buf.as_bytes(),
         }
+    }
+
+    /// Confirms that the bytes read from the block were the file's: call
+    /// it **after** the last read of the block's data (through
+    /// [`as_bytes`](Block::as_bytes), [`as_slice`](Block::as_slice) or
+    /// [`view`](Block::view)) and before trusting anything computed from
+    /// them.
+    ///
+    /// A mapped window whose file was truncated by another process while
+    /// it was mapped does not raise SIGBUS: the bytes past the new end of
+    /// the file read as zeros, and this method reports it. An owned block
+    /// is a complete copy made when it was read, so it always passes.
+    ///
+    /// Cost: an atomic load and one `fstat` (about a microsecond) for a
+    /// mapped block; nothing for an owned one. Calling it again is allowed
+    /// (and re-checks).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Truncated`], naming the path, the file's expected and
+    /// current lengths and the block's rows, when the file is now shorter
+    /// than the block's end (this also catches the bytes of a partly valid
+    /// last page, which read as zeros without a fault); [`Error::Io`] when
+    /// the file cannot be inspected, or when a read of the window faulted
+    /// although the file is long enough (a device error, or a file
+    /// truncated and extended again).
+    pub fn check(&self) -> Result<()> {
+        let Data::Mapped {
+            window,
+            expected_len,
+        } = &self.data
+        else {
+            return Ok(());
+        };
+        // Read the flag first: a fault seen here happened before the
+        // length below was taken.
+        let faulted = window.faulted();
+        let actual_len = window
+            .file_len()
+            .map_err(|e| Error::io(&self.path, "stat", e))?;
+        if actual_len < window.end() {
+            return Err(Error::Truncated {
+                path: self.path.to_path_buf(),
+                expected_len: *expected_len,
+                actual_len,
+                start_row: self.start_row,
+                end_row: self.start_row + self.rows as u64,
+            });
+        }
+        if faulted {
+            return Err(Error::io(
+                &self.path,
+                "read mapped window",
+                std::io::Error::other(format!(
+                    "reading rows {}..{} raised SIGBUS although the file holds {actual_len} \
+                     bytes (a device error, or the file was truncated and extended again); \
+                     the bytes lost read as zeros",
+                    self.start_row,
+                    self.start_row + self.rows as u64
+                )),
+            ));
+        }
+        Ok(())
     }
 
     /// The elements as a flat slice in C order.
@@ -328,5 +405,6 @@ mod tests {
         let err = block.as_slice::<bool>().unwrap_err();
         assert_eq!(err.kind(), "invalid_bool");
         assert_eq!(block.as_slice::<u8>().unwrap_err().kind(), "type_mismatch");
+        block.check().unwrap();
     }
 }

@@ -90,6 +90,27 @@ pub enum Error {
         /// Bytes present after the offset.
         actual: u64,
     },
+    /// The file became shorter than its array after it was opened: another
+    /// process truncated or shrank it while it was being read. Rows
+    /// `start_row..end_row` could not be read (or read as zeros through a
+    /// mapped window, see [`Block::check`](crate::Block::check)).
+    #[error(
+        "{path}: file truncated while being read: the array needs {expected_len} bytes, \
+         the file now holds {actual_len}; rows {start_row}..{end_row} could not be read"
+    )]
+    Truncated {
+        /// The file involved.
+        path: PathBuf,
+        /// The length the array needs: its data offset plus its data
+        /// bytes (for `.npy` and raw files, the length when opened).
+        expected_len: u64,
+        /// The file's length now.
+        actual_len: u64,
+        /// First row of the block that could not be read.
+        start_row: u64,
+        /// One past the last row of that block.
+        end_row: u64,
+    },
     /// A raw array's byte offset is past the end of the file.
     #[error("{path}: data offset {offset} is past the end of the file ({len} bytes)")]
     OffsetPastEnd {
@@ -162,7 +183,7 @@ pub enum Error {
 impl Error {
     /// A stable short name for the variant: `"io"`, `"bad_magic"`,
     /// `"unsupported_version"`, `"bad_header"`, `"unsupported_dtype"`,
-    /// `"overflow"`, `"size_mismatch"`, `"offset_past_end"`, `"invalid_bool"`,
+    /// `"overflow"`, `"size_mismatch"`, `"truncated"`, `"offset_past_end"`, `"invalid_bool"`,
     /// `"rows_out_of_range"`, `"type_mismatch"`, `"write_mismatch"`,
     /// `"output_exists"` or `"bad_raw_spec"`.
     pub fn kind(&self) -> &'static str {
@@ -174,6 +195,7 @@ impl Error {
             Error::UnsupportedDType { .. } => "unsupported_dtype",
             Error::Overflow { .. } => "overflow",
             Error::SizeMismatch { .. } => "size_mismatch",
+            Error::Truncated { .. } => "truncated",
             Error::OffsetPastEnd { .. } => "offset_past_end",
             Error::InvalidBool { .. } => "invalid_bool",
             Error::RowsOutOfRange { .. } => "rows_out_of_range",
@@ -194,6 +216,7 @@ impl Error {
             | Error::UnsupportedDType { path, .. }
             | Error::Overflow { path, .. }
             | Error::SizeMismatch { path, .. }
+            | Error::Truncated { path, .. }
             | Error::OffsetPastEnd { path, .. }
             | Error::InvalidBool { path, .. }
             | Error::RowsOutOfRange { path, .. }

@@ -14,7 +14,9 @@
 //! * [`ArrayFile`] — an opened array: [`ArrayMeta`] plus block reads.
 //! * [`BlockPlan`] — how rows split into blocks, chosen from a byte size.
 //! * [`Block`] — one block's data, a mapped window or an aligned copy,
-//!   released (and its pages dropped from RSS) when it is dropped.
+//!   released (and its pages dropped from RSS) when it is dropped;
+//!   [`Block::check`] after reading a mapped block reports an input
+//!   truncated under it (no SIGBUS).
 //! * [`ArrayWriter`] / [`OutputSpec`] — an output filled by blocks and
 //!   renamed into place only when complete.
 //! * [`DType`], [`ByteOrder`], [`Element`] — element types at run time and
@@ -46,6 +48,7 @@
 //! for rows in file.plan(4096).iter() {
 //!     let block = file.read_rows(rows)?;
 //!     sum += block.view::<f64>()?.column(1).sum();
+//!     block.check()?; // nobody truncated the file under this block
 //! }
 //! assert_eq!(sum, (0..1000).sum::<i32>() as f64);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -1,6 +1,7 @@
 //! Opening on-disk arrays and reading row blocks from them.
 
 use std::fs::File;
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,11 @@ use crate::npy;
 /// (see `docs/io.md`). Blocks that need converting (non-native byte order,
 /// Fortran layout, or an offset misaligned for the dtype) are always read
 /// with `pread` into an aligned buffer.
+///
+/// A mapped window is guarded against the file being truncated while it is
+/// mapped (no SIGBUS: the lost bytes read as zeros and
+/// [`Block::check`](crate::Block::check) reports [`Error::Truncated`]), so
+/// readers must check each block after reading it. See `docs/io.md`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ReadMode {
     /// Map a window over each block's bytes; unmapped when the block drops.
@@ -70,13 +76,15 @@ impl RawSpec {
 /// for rows in plan.iter() {
 ///     let block = file.read_rows(rows)?;
 ///     total += block.view::<f64>()?.sum();
+///     block.check()?; // the file was not truncated under the block
 /// }
 /// # Ok::<(), outcore_chunker::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct ArrayFile {
     path: Arc<Path>,
-    file: File,
+    /// Shared with the mapped windows, which re-read its length.
+    file: Arc<File>,
     meta: ArrayMeta,
     mode: ReadMode,
 }
@@ -183,7 +191,10 @@ impl ArrayFile {
             Format::Raw,
             offset,
         )?;
-        if offset.checked_add(meta.nbytes()).is_none_or(|end| end > len) {
+        if offset
+            .checked_add(meta.nbytes())
+            .is_none_or(|end| end > len)
+        {
             return Err(Error::SizeMismatch {
                 path: label.to_path_buf(),
                 shape: meta.shape.clone(),
@@ -199,7 +210,7 @@ impl ArrayFile {
     fn from_parts(path: &Path, file: File, meta: ArrayMeta) -> ArrayFile {
         ArrayFile {
             path: Arc::from(path),
-            file,
+            file: Arc::new(file),
             meta,
             mode: ReadMode::default(),
         }
@@ -235,11 +246,16 @@ impl ArrayFile {
     /// Reads rows `rows.start .. rows.end` as a block in native byte order
     /// and C order. Touches only those rows' bytes.
     ///
+    /// A mapped block must be checked with [`Block::check`] once its bytes
+    /// were read: that is when a truncation of the file during the read is
+    /// reported.
+    ///
     /// # Errors
     ///
     /// [`Error::RowsOutOfRange`] for rows outside the array;
-    /// [`Error::Io`] when the read fails (for example, the file was
-    /// truncated after it was opened).
+    /// [`Error::Truncated`] when the file is now too short for the rows
+    /// (it was truncated after it was opened); [`Error::Io`] when the read
+    /// or the map fails.
     pub fn read_rows(&self, rows: Range<u64>) -> Result<Block> {
         self.read_rows_into(rows, None)
     }
@@ -276,7 +292,8 @@ impl ArrayFile {
         }
         if meta.layout == Layout::Fortran && meta.ndim() > 1 {
             let mut buf = alloc(nbytes);
-            self.gather_fortran(rows.start, n, buf.as_bytes_mut())?;
+            self.gather_fortran(rows.start, n, buf.as_bytes_mut())
+                .map_err(|e| self.read_error(&rows, e))?;
             self.to_native(buf.as_bytes_mut());
             return Ok(block(buf));
         }
@@ -286,23 +303,69 @@ impl ArrayFile {
             && (meta.byte_order.is_native() || itemsize == 1)
             && offset.is_multiple_of(itemsize as u64);
         if direct {
-            let map = map_window(&self.file, offset, nbytes)
-                .map_err(|e| Error::io(&self.path, "map", e))?;
-            return Ok(Block::mapped(
-                self.path.clone(),
-                rows.start,
-                n,
-                row_len,
-                meta.dtype,
-                map,
-            ));
+            // A file truncated since it was opened is refused here rather
+            // than mapped (one fstat, well under a microsecond); a
+            // truncation after this point is the guard's to catch.
+            let len = self.file_len()?;
+            if len < offset + nbytes as u64 {
+                return Err(self.truncated(&rows, len));
+            }
+            // `None`: the window could not be guarded; read it instead.
+            if let Some(window) = map_window(&self.file, offset, nbytes)
+                .map_err(|e| Error::io(&self.path, "map", e))?
+            {
+                return Ok(Block::mapped(
+                    self.path.clone(),
+                    rows.start,
+                    n,
+                    row_len,
+                    meta.dtype,
+                    window,
+                    self.expected_len(),
+                ));
+            }
         }
         let mut buf = alloc(nbytes);
         self.file
             .read_exact_at(buf.as_bytes_mut(), offset)
-            .map_err(|e| Error::io(&self.path, "read", e))?;
+            .map_err(|e| self.read_error(&rows, e))?;
         self.to_native(buf.as_bytes_mut());
         Ok(block(buf))
+    }
+
+    /// The length the array needs: data offset plus data bytes.
+    fn expected_len(&self) -> u64 {
+        self.meta.data_offset + self.meta.nbytes()
+    }
+
+    /// The file's current length.
+    fn file_len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, "stat", e))?
+            .len())
+    }
+
+    fn truncated(&self, rows: &Range<u64>, actual_len: u64) -> Error {
+        Error::Truncated {
+            path: self.path.to_path_buf(),
+            expected_len: self.expected_len(),
+            actual_len,
+            start_row: rows.start,
+            end_row: rows.end,
+        }
+    }
+
+    /// The error for a failed `pread` of `rows`: a read cut short because
+    /// the file shrank is [`Error::Truncated`], anything else [`Error::Io`].
+    fn read_error(&self, rows: &Range<u64>, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::UnexpectedEof
+            && let Ok(len) = self.file_len()
+        {
+            return self.truncated(rows, len);
+        }
+        Error::io(&self.path, "read", e)
     }
 
     fn too_big(&self, rows: &Range<u64>) -> Error {
@@ -325,7 +388,7 @@ impl ArrayFile {
     /// in C order. In Fortran order the row index varies fastest, so each
     /// trailing index holds a contiguous run of rows: one read per trailing
     /// index, scattered into place.
-    fn gather_fortran(&self, start: u64, n: usize, out: &mut [u8]) -> Result<()> {
+    fn gather_fortran(&self, start: u64, n: usize, out: &mut [u8]) -> io::Result<()> {
         let meta = &self.meta;
         let isz = meta.dtype.itemsize();
         let row_len = meta.row_len();
@@ -342,9 +405,7 @@ impl ArrayFile {
             // `index` is the trailing multi-index of Fortran position `f`.
             let c: usize = index.iter().zip(&c_strides).map(|(i, s)| i * s).sum();
             let offset = meta.data_offset + (start + rows_total * f as u64) * isz as u64;
-            self.file
-                .read_exact_at(&mut run, offset)
-                .map_err(|e| Error::io(&self.path, "read", e))?;
+            self.file.read_exact_at(&mut run, offset)?;
             for (r, elem) in run.chunks_exact(isz).enumerate() {
                 let dst = (r * row_len + c) * isz;
                 out[dst..dst + isz].copy_from_slice(elem);
