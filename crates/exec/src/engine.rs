@@ -11,13 +11,14 @@ use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::{
     ArrayFile, ArrayWriter, Block, BlockBuffer, DType, OutputSpec, RawSpec, ReadMode, with_dtype,
 };
-use outcore_spill::{Consumer, MemoryBudget, Reservation};
+use outcore_spill::{Consumer, MemoryBudget, Reservation, SpillFile, SpillSpace};
 use rayon::ThreadPool;
 
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::eval::{BlockInputs, Buf, Machine, TILE_ELEMS, lane_of};
 use crate::expr::{Expr, Extent};
+use crate::ops::quantile::QuantileMethod;
 use crate::plan::{
     Explain, Input, NodeId, Pass, PassInfo, PassRequest, Planner, id, level, reduce_nodes,
     small_value,
@@ -46,6 +47,9 @@ pub struct EngineBuilder {
     read_mode: ReadMode,
     fsync: bool,
     overwrite: bool,
+    spill_dir: Option<std::path::PathBuf>,
+    spill_quota: Option<u64>,
+    quantile_method: QuantileMethod,
 }
 
 impl EngineBuilder {
@@ -112,6 +116,30 @@ impl EngineBuilder {
         self
     }
 
+    /// Where spill files go (unnamed temporary files; nothing is left
+    /// there, even after a kill). By default, the system's temporary
+    /// directory.
+    pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> EngineBuilder {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// The most disk the engine's live spill files may use at once; more
+    /// is an error naming the numbers. By default, no quota (a full disk
+    /// is still an error, never a crash).
+    pub fn spill_quota(mut self, bytes: u64) -> EngineBuilder {
+        self.spill_quota = Some(bytes);
+        self
+    }
+
+    /// How quantiles and medians are found (by default
+    /// [`QuantileMethod::Auto`]: radix selection, falling back to the
+    /// external sort when its histograms do not fit the budget).
+    pub fn quantile_method(mut self, method: QuantileMethod) -> EngineBuilder {
+        self.quantile_method = method;
+        self
+    }
+
     /// Builds the engine.
     ///
     /// # Errors
@@ -148,6 +176,17 @@ impl EngineBuilder {
             read_mode: self.read_mode,
             fsync: self.fsync,
             overwrite: self.overwrite,
+            spill: {
+                let space = match self.spill_dir {
+                    Some(dir) => SpillSpace::new(dir),
+                    None => SpillSpace::system(),
+                };
+                match self.spill_quota {
+                    Some(q) => space.with_quota(q),
+                    None => space,
+                }
+            },
+            quantile_method: self.quantile_method,
         })
     }
 }
@@ -185,6 +224,8 @@ pub struct Engine {
     read_mode: ReadMode,
     fsync: bool,
     overwrite: bool,
+    spill: SpillSpace,
+    quantile_method: QuantileMethod,
 }
 
 /// What a run did and used.
@@ -224,7 +265,7 @@ impl RunReport {
         }
     }
 
-    fn note_reservations(&mut self, parts: &[(Consumer, u64)]) {
+    pub(crate) fn note_reservations(&mut self, parts: &[(Consumer, u64)]) {
         let total: u64 = parts.iter().map(|p| p.1).sum();
         self.peak_reserved = self.peak_reserved.max(total);
         for &(c, b) in parts {
@@ -316,18 +357,21 @@ tuple_outputs!(A, B, C, D, E, F, G, H);
 /// Where a streamed (full-extent) expression goes.
 enum Dest {
     Write(Arc<ArrayWriter>),
+    Spill(Arc<SpillFile>),
     Collect,
     Aggregate(Arc<dyn DynAggregate>),
 }
 
 /// What a run does with its streamed expression.
-enum Target<'a> {
+pub(crate) enum Target<'a> {
     /// Streamed expressions are returned in memory.
     Collect,
     /// The streamed expression is written to a file.
     Write(&'a Path, OutputSpec),
     /// The streamed expression feeds an aggregate.
     Aggregate(Arc<dyn DynAggregate>),
+    /// The streamed expression is written, raw, to a spill file.
+    Spill(Arc<SpillFile>),
 }
 
 /// The partial state of a user aggregate, type-erased.
@@ -335,7 +379,7 @@ type AggState = Box<dyn std::any::Any + Send>;
 
 /// An [`Aggregate`] over one element type, type-erased so the engine can
 /// hold it beside the built-in reductions.
-trait DynAggregate: Send + Sync {
+pub(crate) trait DynAggregate: Send + Sync {
     fn init(&self) -> AggState;
     fn update(&self, state: &mut AggState, block: AnyView<'_>, first_row: u64);
     fn merge(&self, into: &mut AggState, next: AggState);
@@ -386,24 +430,24 @@ where
 }
 
 /// What a run produced.
-struct RunOutput {
+pub(crate) struct RunOutput {
     values: Vec<AnyArray>,
-    report: RunReport,
+    pub(crate) report: RunReport,
     aggregate: Option<AggState>,
 }
 
 /// Sizes of one pass, derived from the budget.
 #[derive(Clone, Debug)]
-struct Sizing {
-    block_rows: u64,
-    slots: usize,
+pub(crate) struct Sizing {
+    pub(crate) block_rows: u64,
+    pub(crate) slots: usize,
     /// Bytes reserved for the whole pass, by consumer.
-    fixed: Vec<(Consumer, u64)>,
+    pub(crate) fixed: Vec<(Consumer, u64)>,
     /// Bytes of one slot, by consumer.
-    slot: Vec<(Consumer, u64)>,
-    block_bytes: u64,
+    pub(crate) slot: Vec<(Consumer, u64)>,
+    pub(crate) block_bytes: u64,
     /// The smallest limit this pass can run with.
-    minimum: u64,
+    pub(crate) minimum: u64,
 }
 
 impl Sizing {
@@ -495,6 +539,27 @@ impl Engine {
     /// The engine's memory budget.
     pub fn budget(&self) -> &MemoryBudget {
         &self.budget
+    }
+
+    /// Where the engine's spill files go, and their quota.
+    pub fn spill_space(&self) -> &SpillSpace {
+        &self.spill
+    }
+
+    pub(crate) fn spill(&self) -> &SpillSpace {
+        &self.spill
+    }
+
+    pub(crate) fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    pub(crate) fn block_bytes(&self) -> u64 {
+        self.block_bytes
+    }
+
+    pub(crate) fn quantile_method(&self) -> QuantileMethod {
+        self.quantile_method
     }
 
     /// Worker threads.
@@ -692,14 +757,23 @@ impl Engine {
     /// cannot run under the limit.
     pub fn explain<O: Outputs>(&self, outputs: O) -> Result<Explain> {
         let exprs = outputs.exprs();
+        for e in &exprs {
+            e.check()?;
+        }
+        let mut lowered = crate::lower::ExplainLowered::new(&exprs);
+        let exprs = exprs
+            .iter()
+            .map(|e| self.explain_lower(e, &mut lowered))
+            .collect::<Result<Vec<Expr>>>()?;
         let mut explain = Explain {
+            steps: std::mem::take(&mut lowered.steps),
             passes: Vec::new(),
             memory_limit: self.budget.limit(),
             threads: self.threads(),
         };
         let requests = self.requests(&exprs, false)?;
         // Streamed expressions are estimated as written, not collected.
-        for (req, pass, sizing) in self.plan_all(&requests, false, None)? {
+        for (req, pass, sizing) in self.plan_all(&requests, false, None, &lowered.values)? {
             explain.passes.push(pass_info(&pass, req, &sizing));
         }
         Ok(explain)
@@ -714,8 +788,9 @@ impl Engine {
         requests: &'r [PassRequest],
         collect: bool,
         aggregate: Option<(u64, u64)>,
+        known: &HashMap<NodeId, AnyArray>,
     ) -> Result<Vec<(&'r PassRequest, Pass, Sizing)>> {
-        let mut values = HashMap::new();
+        let mut values = known.clone();
         let mut planned = Vec::new();
         let mut too_small: Option<Error> = None;
         let mut minimum = 0;
@@ -952,7 +1027,10 @@ impl Engine {
 
     /// Reserves a pass's memory: everything at once, or nothing while
     /// waiting (so engines sharing a budget never deadlock holding parts).
-    fn reserve(&self, sizing: &Sizing) -> Result<(Vec<Reservation>, Vec<Vec<Reservation>>)> {
+    pub(crate) fn reserve(
+        &self,
+        sizing: &Sizing,
+    ) -> Result<(Vec<Reservation>, Vec<Vec<Reservation>>)> {
         loop {
             match self.try_reserve_all(sizing) {
                 Ok(r) => return Ok(r),
@@ -988,21 +1066,43 @@ impl Engine {
 
     /// Plans and runs everything `exprs` need; writes the single streamed
     /// expression to `output` when given.
-    fn run(&self, exprs: &[Expr], target: Target<'_>) -> Result<RunOutput> {
+    pub(crate) fn run(&self, exprs: &[Expr], target: Target<'_>) -> Result<RunOutput> {
         let start = Instant::now();
         let mut report = RunReport {
             memory_limit: self.budget.limit(),
             ..RunReport::default()
         };
+        // Whole-array operators and quantiles run first; what is left is
+        // ordinary passes over sources and spilled intermediates.
+        let mut lowered = crate::lower::Lowered::new(exprs);
+        if let Target::Write(path, spec) = &target
+            && let Some(done) = self.write_op(exprs, path, spec, &mut lowered, &mut report)?
+        {
+            report.finish(start);
+            return Ok(RunOutput {
+                values: vec![done],
+                report,
+                aggregate: None,
+            });
+        }
+        let exprs = &exprs
+            .iter()
+            .map(|e| self.lower(e, &mut lowered, &mut report))
+            .collect::<Result<Vec<Expr>>>()?;
         let requests = self.requests(exprs, !matches!(target, Target::Collect))?;
-        let mut values: HashMap<NodeId, AnyArray> = HashMap::new();
+        let mut values: HashMap<NodeId, AnyArray> = lowered.take_values();
         let mut aggregate = None;
         let agg_sizes = match &target {
             Target::Aggregate(a) => Some(a.state_bytes()),
             _ => None,
         };
         // Refuse before reading anything if any pass cannot fit.
-        self.plan_all(&requests, matches!(target, Target::Collect), agg_sizes)?;
+        self.plan_all(
+            &requests,
+            matches!(target, Target::Collect),
+            agg_sizes,
+            &values,
+        )?;
         let mut target = Some(target);
         for req in &requests {
             let pass = Planner { values: &values }.build(req)?;
@@ -1017,6 +1117,7 @@ impl Engine {
                         agg = agg_sizes;
                         Dest::Aggregate(a)
                     }
+                    Some(Target::Spill(f)) => Dest::Spill(f),
                     Some(Target::Collect) | None => Dest::Collect,
                 });
             }
@@ -1136,6 +1237,11 @@ impl Engine {
             let taken = scratch.lock().ok().and_then(|mut v| v.pop());
             let mut s = taken.unwrap_or_else(|| Scratch::new(pass));
             let out = self.work_block(pass, &rb, dests, &mut s)?;
+            // A mapped input truncated while it was read reads as zeros:
+            // the block's results are refused, naming the file.
+            for b in &rb.blocks {
+                b.check()?;
+            }
             if let Ok(mut v) = scratch.lock() {
                 v.push(s);
             }
@@ -1183,6 +1289,7 @@ impl Engine {
             let row_bytes = req.stores[k].0.extent.row_len() as u64 * store.dtype.itemsize() as u64;
             match &dests[k] {
                 Dest::Write(_) => report.bytes_written += pass.rows * row_bytes,
+                Dest::Spill(_) => report.bytes_spilled += pass.rows * row_bytes,
                 Dest::Aggregate(_) => {}
                 Dest::Collect => {
                     let e = &req.stores[k].0;
@@ -1390,6 +1497,10 @@ impl Engine {
                     w.write_native_rows(rb.first_row, bytes)?;
                     collected.push(None);
                 }
+                Dest::Spill(f) => {
+                    f.write_at(rb.first_row * (cols * s.dtype.itemsize()) as u64, bytes)?;
+                    collected.push(None);
+                }
                 Dest::Collect => {
                     let mut c = Collector::with_capacity(s.dtype, rows * cols);
                     c.extend_from_bytes(bytes);
@@ -1560,7 +1671,7 @@ fn reshape(a: AnyArray, shape: &[u64]) -> Result<AnyArray> {
 }
 
 /// A value of the right dtype and shape for a reduction not yet run.
-fn placeholder(r: &Expr) -> AnyArray {
+pub(crate) fn placeholder(r: &Expr) -> AnyArray {
     let shape: Vec<u64> = match &r.extent {
         Extent::Row { row_len, .. } => vec![*row_len as u64],
         Extent::Column { rows } => vec![*rows],

@@ -12,6 +12,9 @@ pub enum Error {
     /// Opening, reading or writing an array failed.
     #[error(transparent)]
     Array(#[from] outcore_chunker::Error),
+    /// A spill file could not be created or written (quota, full disk).
+    #[error(transparent)]
+    Spill(#[from] outcore_spill::SpillError),
     /// The memory budget refused a reservation.
     #[error(transparent)]
     Budget(#[from] outcore_spill::BudgetError),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ndarray::{Array2, ArrayView2};
 use outcore_chunker::{ArrayFile, DType};
 
+use crate::ops::quantile::Quantile;
 use crate::reduce::{ReduceAxis, ReduceOp, ReducerSet};
 use crate::value::{AnyArray, AnyView, DynElement};
 
@@ -201,8 +202,24 @@ pub(crate) enum Node {
         dtype: DType,
         row_len: usize,
     },
+    /// An operator over the whole array (sort, cumsum, persist): run
+    /// before the passes, its result read back from a spill file.
+    Op(ArrayOp, Expr),
+    /// An exact quantile, computed before the passes.
+    Quantile(Quantile, ReduceAxis, Expr),
     /// A construction error, reported when the expression is computed.
     Invalid(String),
+}
+
+/// Operators over a whole streamed array whose result is another array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum ArrayOp {
+    /// `np.sort(x, axis=0)`.
+    Sort,
+    /// `np.cumsum(x, axis=0)`.
+    Cumsum,
+    /// The same values, materialized in a spill file.
+    Persist,
 }
 
 /// A lazy array expression.
@@ -248,6 +265,20 @@ impl fmt::Display for Expr {
                 ReduceAxis::Axis1 => write!(f, "{op}({a}, axis=1)"),
             },
             Node::MapBlocks { input, .. } => write!(f, "map_blocks({input})"),
+            Node::Op(ArrayOp::Sort, a) => write!(f, "sort({a}, axis=0)"),
+            Node::Op(ArrayOp::Cumsum, a) => write!(f, "cumsum({a}, axis=0)"),
+            Node::Op(ArrayOp::Persist, a) => write!(f, "persist({a})"),
+            Node::Quantile(q, axis, a) => {
+                match q {
+                    Quantile::Median => write!(f, "median({a}")?,
+                    Quantile::Linear(q) => write!(f, "quantile({a}, {q}")?,
+                }
+                match axis {
+                    ReduceAxis::All => write!(f, ")"),
+                    ReduceAxis::Axis0 => write!(f, ", axis=0)"),
+                    ReduceAxis::Axis1 => write!(f, ", axis=1)"),
+                }
+            }
             Node::Invalid(msg) => write!(f, "<invalid: {msg}>"),
         }
     }
@@ -398,7 +429,11 @@ impl Expr {
             match &*e.node {
                 Node::Invalid(msg) => return Err(crate::Error::Invalid(msg.clone())),
                 Node::Source(_) | Node::Const { .. } => {}
-                Node::Unary(_, a) | Node::Cast(a, _) | Node::Reduce(_, _, a) => stack.push(a),
+                Node::Unary(_, a)
+                | Node::Cast(a, _)
+                | Node::Reduce(_, _, a)
+                | Node::Op(_, a)
+                | Node::Quantile(_, _, a) => stack.push(a),
                 Node::MapBlocks { input, .. } => stack.push(input),
                 Node::Binary(_, a, b) => stack.extend([a, b]),
                 Node::Where(c, a, b) => stack.extend([c, a, b]),
@@ -678,6 +713,94 @@ impl Expr {
         };
         let dtype = ReducerSet::result_dtype(op, self.dtype);
         Expr::new(Node::Reduce(op, axis, self.clone()), dtype, extent)
+    }
+
+    /// Sorts every column along axis 0, as `np.sort(x, axis=0)` (NaN
+    /// last): an external merge sort through spill files, under the
+    /// budget. For an n-d array, each trailing position is a column.
+    pub fn sort(&self) -> Expr {
+        self.array_op(ArrayOp::Sort, self.dtype)
+    }
+
+    /// Cumulative sum along axis 0, as `np.cumsum(x, axis=0)`: bool and
+    /// signed integers give int64, unsigned uint64 (an error where NumPy
+    /// would wrap), floats keep their type and NumPy's row-order rounding.
+    pub fn cumsum(&self) -> Expr {
+        self.array_op(
+            ArrayOp::Cumsum,
+            crate::ops::cumsum::result_dtype(self.dtype),
+        )
+    }
+
+    /// Materializes the values in a temporary spill file, so later passes
+    /// read them instead of recomputing them (the planner does this by
+    /// itself where recomputing is impossible, e.g. after a sort).
+    pub fn persist(&self) -> Expr {
+        self.array_op(ArrayOp::Persist, self.dtype)
+    }
+
+    fn array_op(&self, op: ArrayOp, dtype: DType) -> Expr {
+        if self.is_invalid() {
+            return self.clone();
+        }
+        match self.extent {
+            Extent::Full { ndim: 0, .. } => Expr::invalid(format!(
+                "{op:?} along axis 0 needs an array with at least one dimension, not a 0-d array"
+            )
+            .to_lowercase()),
+            Extent::Full { .. } => Expr::new(Node::Op(op, self.clone()), dtype, self.extent.clone()),
+            _ => Expr::invalid(format!(
+                "{} of an already reduced value ({self}) is not supported",
+                format!("{op:?}").to_lowercase()
+            )),
+        }
+    }
+
+    /// The exact median along `axis` (`0` or [`ReduceAxis::All`]), as
+    /// `np.median`: float inputs keep their type, others give float64;
+    /// NaN where the values hold a NaN.
+    pub fn median(&self, axis: impl IntoAxis) -> Expr {
+        self.quantile_of(Quantile::Median, axis)
+    }
+
+    /// The exact `q`-quantile (`0 <= q <= 1`) along `axis` (`0` or
+    /// [`ReduceAxis::All`]), as `np.quantile(x, q, axis)` with its default
+    /// linear interpolation: float inputs keep their type, integers give
+    /// float64, bool is refused (as NumPy does).
+    pub fn quantile(&self, q: f64, axis: impl IntoAxis) -> Expr {
+        if !(0.0..=1.0).contains(&q) {
+            return Expr::invalid(format!("quantile {q} is outside [0, 1]"));
+        }
+        if self.dtype == DType::Bool {
+            return Expr::invalid(
+                "quantile of a bool array is undefined (NumPy raises TypeError); \
+                 cast to an integer dtype first"
+                    .into(),
+            );
+        }
+        self.quantile_of(Quantile::Linear(q), axis)
+    }
+
+    fn quantile_of(&self, q: Quantile, axis: impl IntoAxis) -> Expr {
+        if self.is_invalid() {
+            return self.clone();
+        }
+        let axis = match axis.into_axis() {
+            Ok(ReduceAxis::Axis1) => {
+                return Expr::invalid(
+                    "quantiles along axis 1 are not supported (use axis 0 or all)".into(),
+                );
+            }
+            Ok(a) => a,
+            Err(msg) => return Expr::invalid(msg),
+        };
+        // The extent and checks of a reduction along the same axis.
+        let like = self.reduce(ReduceOp::Max, axis);
+        if like.is_invalid() {
+            return like;
+        }
+        let dtype = crate::ops::quantile::result_dtype(self.dtype);
+        Expr::new(Node::Quantile(q, axis, self.clone()), dtype, like.extent)
     }
 
     /// Sum (`np.sum`): exact int64/uint64 for integers, float64 for floats.

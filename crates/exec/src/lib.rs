@@ -41,6 +41,7 @@
 pub use crate::engine::{Engine, EngineBuilder, Outputs, RunReport};
 pub use crate::error::{Error, Result};
 pub use crate::expr::{BinaryOp, Expr, IntoAxis, IntoExpr, UnaryOp};
+pub use crate::ops::quantile::{Quantile, QuantileMethod};
 pub use crate::plan::{Explain, PassInfo};
 pub use crate::reduce::{ReduceAxis, ReduceOp};
 pub use crate::value::{AnyArray, AnyView, DynElement, Scalar};
@@ -50,6 +51,8 @@ mod engine;
 mod error;
 mod eval;
 mod expr;
+mod lower;
+mod ops;
 mod plan;
 mod reduce;
 mod stream;

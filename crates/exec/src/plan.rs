@@ -110,7 +110,13 @@ pub(crate) fn level(e: &Expr, memo: &mut HashMap<NodeId, usize>) -> usize {
         return l;
     }
     let l = match &*e.node {
-        Node::Source(_) | Node::Const { .. } | Node::Invalid(_) => 0,
+        // Quantiles and whole-array operators are computed before the
+        // passes (the engine lowers them); their values are known.
+        Node::Source(_)
+        | Node::Const { .. }
+        | Node::Invalid(_)
+        | Node::Quantile(..)
+        | Node::Op(..) => 0,
         Node::Reduce(_, _, a) => level(a, memo) + 1,
         Node::Unary(_, a) | Node::Cast(a, _) => level(a, memo),
         Node::MapBlocks { input, .. } => level(input, memo),
@@ -127,7 +133,11 @@ pub(crate) fn reduce_nodes(e: &Expr, out: &mut Vec<Expr>, seen: &mut HashMap<Nod
         return;
     }
     match &*e.node {
-        Node::Source(_) | Node::Const { .. } | Node::Invalid(_) => {}
+        Node::Source(_)
+        | Node::Const { .. }
+        | Node::Invalid(_)
+        | Node::Quantile(..)
+        | Node::Op(..) => {}
         Node::Reduce(_, _, a) => {
             reduce_nodes(a, out, seen);
             out.push(e.clone());
@@ -369,7 +379,7 @@ impl<'a> PassBuilder<'a> {
             Node::Unary(..) | Node::Binary(..) | Node::Where(..) | Node::Cast(..) => {
                 self.elementwise(f, e, None)?
             }
-            Node::Const { .. } | Node::Reduce(..) => {
+            Node::Const { .. } | Node::Reduce(..) | Node::Quantile(..) | Node::Op(..) => {
                 return Err(Error::Invalid(format!(
                     "internal: {e} has a full extent but is not streamed"
                 )));
@@ -428,7 +438,7 @@ pub(crate) fn small_value(values: &HashMap<NodeId, AnyArray>, e: &Expr) -> Resul
             };
             Ok((buf, shape))
         }
-        Node::Reduce(..) => Err(Error::Invalid(format!(
+        Node::Reduce(..) | Node::Quantile(..) | Node::Op(..) => Err(Error::Invalid(format!(
             "internal: {e} was not computed before it was needed"
         ))),
         Node::Invalid(msg) => Err(Error::Invalid(msg.clone())),
@@ -515,7 +525,7 @@ impl PassBuilder<'_> {
         let leaf = self.values.contains_key(&id(e))
             || matches!(
                 &*e.node,
-                Node::Const { .. } | Node::Reduce(..) | Node::Invalid(_)
+                Node::Const { .. } | Node::Reduce(..) | Node::Quantile(..) | Node::Invalid(_)
             )
             || own != frame;
         let reg = if leaf {
@@ -623,6 +633,9 @@ impl Planner<'_> {
 /// A human-readable description of a plan, from [`Engine::explain`](crate::Engine::explain).
 #[derive(Clone, Debug, Default)]
 pub struct Explain {
+    /// Whole-array operators and quantiles, run before the passes, one
+    /// line each.
+    pub steps: Vec<String>,
     /// One entry per pass.
     pub passes: Vec<PassInfo>,
     /// The memory limit in bytes.
@@ -672,6 +685,9 @@ impl fmt::Display for Explain {
             if self.threads == 1 { "" } else { "s" },
             fb(self.memory_limit)
         )?;
+        for step in &self.steps {
+            writeln!(f, "before the passes: {step}")?;
+        }
         for (i, p) in self.passes.iter().enumerate() {
             writeln!(f, "pass {}: read {}", i + 1, p.inputs.join(", "))?;
             for r in &p.reductions {
