@@ -12,11 +12,13 @@
 //! * [`chunker`] — on-disk arrays: [`ArrayFile`], [`BlockPlan`], [`Block`],
 //!   atomic outputs with [`ArrayWriter`], dtypes ([`DType`]) and
 //!   synthetic data ([`chunker::synth`]).
-//! * [`spill`] — the memory budget: [`MemoryBudget`], [`Reservation`], and
-//!   size parsing/formatting ([`parse_size`], [`format_bytes`]).
+//! * [`spill`] — the memory budget: [`MemoryBudget`], [`Reservation`],
+//!   size parsing/formatting ([`parse_size`], [`format_bytes`]), and
+//!   unnamed spill files ([`SpillSpace`]).
 //! * [`exec`] — the engine: [`Engine`], lazy [`Expr`]essions, reductions
-//!   ([`ReduceOp`]), results ([`AnyArray`]) and [`RunReport`]s; [`Error`]
-//!   covers every crate's errors.
+//!   ([`ReduceOp`]), exact quantiles ([`Quantile`]), external sort and
+//!   cumsum ([`Expr::sort`], [`Expr::cumsum`]), results ([`AnyArray`]) and
+//!   [`RunReport`]s; [`Error`] covers every crate's errors.
 //!
 //! # Example
 //!
@@ -45,10 +47,10 @@ pub use outcore_chunker::{
     OutputFormat, OutputSpec, RawSpec, ReadMode, f16, parse_descr, with_dtype,
 };
 pub use outcore_exec::{
-    AnyArray, Engine, EngineBuilder, Error, Explain, Expr, ReduceAxis, ReduceOp, Result, RunReport,
-    Scalar, aggregate,
+    AnyArray, Engine, EngineBuilder, Error, Explain, Expr, Quantile, QuantileMethod, ReduceAxis,
+    ReduceOp, Result, RunReport, Scalar, aggregate,
 };
 pub use outcore_spill::{
-    Consumer, MemoryBudget, Reservation, available_memory, default_limit, format_bytes, parse_size,
-    process_memory,
+    Consumer, MemoryBudget, Reservation, SpillSpace, available_memory, default_limit, format_bytes,
+    parse_size, process_memory,
 };

@@ -270,6 +270,7 @@ struct Report {
     blocks: u64,
     bytes_read: u64,
     bytes_written: u64,
+    bytes_spilled: u64,
     peak_reserved_bytes: u64,
     peak_rss_bytes: Option<u64>,
     memory_limit_bytes: u64,
@@ -337,10 +338,18 @@ fn record(m: &Measured) {
 fn assert_promise(m: &Measured, passes: u64) {
     let r = &m.report;
     let label = &m.label;
-    assert_eq!(r.memory_limit_bytes, m.limit, "{label}");
     assert_eq!(r.passes, passes, "{label}");
     // The whole input was streamed, once per pass.
     assert_eq!(r.bytes_read, passes * DATA_BYTES, "{label}");
+    assert_memory(m);
+}
+
+/// The memory half of the promise: reservations within the limit, the
+/// process's peak resident set within the limit plus [`OVERHEAD`].
+fn assert_memory(m: &Measured) {
+    let r = &m.report;
+    let label = &m.label;
+    assert_eq!(r.memory_limit_bytes, m.limit, "{label}");
     assert!(
         r.peak_reserved_bytes <= m.limit,
         "{label}: the engine reserved {} bytes under a limit of {}",
@@ -753,6 +762,7 @@ fn in_fresh_process(test: &str, scenario: fn() -> ChildNumbers) {
             blocks: 0,
             bytes_read: 0,
             bytes_written: 0,
+            bytes_spilled: 0,
             peak_reserved_bytes: peak_reserved,
             peak_rss_bytes: Some(hwm),
             memory_limit_bytes: limit,
@@ -813,4 +823,139 @@ fn collected_result_is_held_once() {
             peak_reserved: report.peak_reserved,
         }
     });
+}
+
+// ---- spill: external sort and exact quantiles ------------------------
+
+/// Files left in a spill directory (there must be none: spill files are
+/// unnamed).
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Per column: the wrapping sum of the values' bits (the same for any
+/// order of the same values) and whether the column is non-decreasing.
+fn column_digest(path: &Path) -> (Vec<u64>, Vec<bool>) {
+    let file = outcore::ArrayFile::open(path).unwrap();
+    let cols = file.meta().row_len();
+    let mut sums = vec![0u64; cols];
+    let mut sorted = vec![true; cols];
+    let mut last = vec![f64::NEG_INFINITY; cols];
+    for rows in file.plan(8 * MIB).iter() {
+        let block = file.read_rows(rows).unwrap();
+        for row in block.view::<f64>().unwrap().rows() {
+            for (j, &v) in row.iter().enumerate() {
+                sums[j] = sums[j].wrapping_add(v.to_bits());
+                sorted[j] &= v >= last[j];
+                last[j] = v;
+            }
+        }
+        block.check().unwrap();
+    }
+    (sums, sorted)
+}
+
+/// `np.sort(x, axis=0)` of 512 MiB at a 32 MiB limit: sorted runs, a
+/// merge level and the rows written back, all under the limit; the spill
+/// directory is empty afterwards.
+#[test]
+fn sort_at_32mib() {
+    let f = fixture();
+    let out = outputs();
+    let spill = tempfile::tempdir_in(out.path()).unwrap();
+    let y = out.path().join("sorted.npy");
+    let m = run_engine(
+        "sort",
+        &[
+            "sort",
+            arg(&f.x),
+            arg(&y),
+            "--no-fsync",
+            "--spill-dir",
+            arg(spill.path()),
+        ],
+        32 * MIB,
+    );
+    assert_memory(&m);
+    assert_eq!(m.report.bytes_read, DATA_BYTES);
+    assert_eq!(m.report.bytes_written, DATA_BYTES);
+    // Runs, then at least one merge level, each spilled once.
+    assert!(
+        m.report.bytes_spilled >= 2 * DATA_BYTES,
+        "{}",
+        m.report.bytes_spilled
+    );
+    assert!(m.report.passes >= 3, "{}", m.report.passes);
+    assert_eq!(leftovers(spill.path()), Vec::<String>::new());
+    let (want, _) = column_digest(&f.x);
+    let (got, sorted) = column_digest(&y);
+    assert_eq!(got, want, "the sorted columns hold the input's values");
+    assert!(sorted.iter().all(|&s| s), "every column is sorted");
+}
+
+/// Exact median and quantiles along axis 0 and over all 2^26 values of
+/// 512 MiB at a 32 MiB limit, by radix selection: a few read passes, no
+/// spill files left.
+#[test]
+fn quantiles_at_32mib() {
+    let f = fixture();
+    let out = outputs();
+    let spill = tempfile::tempdir_in(out.path()).unwrap();
+    #[derive(Deserialize)]
+    struct Results<T> {
+        results: std::collections::BTreeMap<String, T>,
+    }
+    for (axis, label) in [
+        ("0", "stats median,quantile --axis 0"),
+        ("all", "stats median,quantile --axis all"),
+    ] {
+        let m = run_engine(
+            label,
+            &[
+                "stats",
+                arg(&f.x),
+                "--axis",
+                axis,
+                "--ops",
+                "median,quantile:0.9,quantile:0.999",
+                "--spill-dir",
+                arg(spill.path()),
+            ],
+            32 * MIB,
+        );
+        assert_memory(&m);
+        // Whole read passes only: no spill for selection.
+        assert_eq!(m.report.bytes_read, m.report.passes * DATA_BYTES, "{label}");
+        assert_eq!(leftovers(spill.path()), Vec::<String>::new());
+        let mut stdout = m.stdout;
+        std::io::Seek::rewind(&mut stdout).unwrap();
+        // Standard normal draws: the quantiles of N(0, 1), within sampling
+        // error (262144 values per column, 2^26 over all).
+        let want = [
+            ("median", 0.0, 0.01),
+            ("quantile:0.9", 1.2816, 0.02),
+            ("quantile:0.999", 3.0902, 0.12),
+        ];
+        if axis == "0" {
+            let r: Results<Vec<f64>> = serde_json::from_reader(BufReader::new(stdout)).unwrap();
+            for (key, q, tol) in want {
+                assert_eq!(r.results[key].len(), COLS as usize);
+                for v in &r.results[key] {
+                    assert!((v - q).abs() < tol, "{key}: {v}");
+                }
+            }
+        } else {
+            let r: Results<f64> = serde_json::from_reader(BufReader::new(stdout)).unwrap();
+            for (key, q, tol) in want {
+                assert!(
+                    (r.results[key] - q).abs() < tol / 10.0,
+                    "{key}: {}",
+                    r.results[key]
+                );
+            }
+        }
+    }
 }

@@ -247,6 +247,17 @@ pub(crate) struct EngineArgs {
     /// Worker threads. By default, the available parallelism.
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub(crate) threads: Option<NonZeroUsize>,
+
+    /// Directory for spill files (sort, quantiles and intermediates that
+    /// do not fit in memory). They are unnamed: nothing is left there,
+    /// even after a kill. By default, the system's temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) spill_dir: Option<std::path::PathBuf>,
+
+    /// Most disk space the spill files may use at once (binary units);
+    /// beyond it the command fails with the numbers. By default, no quota.
+    #[arg(long, value_name = "SIZE", value_parser = parse_nonzero_size)]
+    pub(crate) spill_quota: Option<u64>,
 }
 
 impl EngineArgs {
@@ -258,14 +269,19 @@ impl EngineArgs {
     ///
     /// When the thread pool cannot start.
     pub(crate) fn build(&self, progress: bool, output: &OutputArgs) -> Result<Engine> {
-        let engine = Engine::builder()
+        let mut builder = Engine::builder()
             .memory_limit(self.memory_limit.unwrap_or_else(outcore::default_limit))
             .threads(self.threads.map_or_else(default_threads, NonZeroUsize::get))
             .progress(progress)
             .fsync(!output.no_fsync)
-            .overwrite(output.force)
-            .build()?;
-        Ok(engine)
+            .overwrite(output.force);
+        if let Some(dir) = &self.spill_dir {
+            builder = builder.spill_dir(dir);
+        }
+        if let Some(q) = self.spill_quota {
+            builder = builder.spill_quota(q);
+        }
+        Ok(builder.build()?)
     }
 }
 

@@ -49,6 +49,12 @@ enum Command {
     Convert(cmd::convert::Args),
     // `outcore standardize`: see `cmd::standardize`.
     Standardize(cmd::standardize::Args),
+    // `outcore sort`: see `cmd::sort`.
+    #[command(about = cmd::sort::SORT_ABOUT, long_about = cmd::sort::SORT_LONG)]
+    Sort(cmd::sort::Args),
+    // `outcore cumsum`: see `cmd::sort`.
+    #[command(about = cmd::sort::CUMSUM_ABOUT, long_about = cmd::sort::CUMSUM_LONG)]
+    Cumsum(cmd::sort::Args),
 }
 
 impl Command {
@@ -60,6 +66,8 @@ impl Command {
             Command::Stats(args) => cmd::stats::run(args),
             Command::Convert(args) => cmd::convert::run(args),
             Command::Standardize(args) => cmd::standardize::run(args),
+            Command::Sort(args) => cmd::sort::run(cmd::sort::Op::Sort, args),
+            Command::Cumsum(args) => cmd::sort::run(cmd::sort::Op::Cumsum, args),
         }
     }
 }

@@ -125,7 +125,7 @@ pub(crate) fn shape_text(shape: &[u64]) -> String {
 
 /// The keys every engine command's `--json` shares, from a run's report:
 /// `seconds`, `passes`, `blocks`, `bytes_read`, `bytes_written`,
-/// `peak_reserved_bytes`, `peak_rss_bytes` (`null` where unknown),
+/// `bytes_spilled` (to temporary spill files), `peak_reserved_bytes`, `peak_rss_bytes` (`null` where unknown),
 /// `memory_limit_bytes` and `threads`.
 pub(crate) fn report_json(report: &RunReport, threads: usize) -> Map<String, Value> {
     let value = json!({
@@ -134,6 +134,7 @@ pub(crate) fn report_json(report: &RunReport, threads: usize) -> Map<String, Val
         "blocks": report.blocks,
         "bytes_read": report.bytes_read,
         "bytes_written": report.bytes_written,
+        "bytes_spilled": report.bytes_spilled,
         "peak_reserved_bytes": report.peak_reserved,
         "peak_rss_bytes": opt_u64(report.peak_rss),
         "memory_limit_bytes": report.memory_limit,
@@ -155,6 +156,12 @@ pub(crate) fn report_text(report: &RunReport) -> String {
             outcore::format_bytes(report.bytes_written)
         ));
     }
+    if report.bytes_spilled > 0 {
+        io.push_str(&format!(
+            ", spilled {}",
+            outcore::format_bytes(report.bytes_spilled)
+        ));
+    }
     let rate = if seconds > 0.0 && report.bytes_read > 0 {
         format!(" ({:.2} GB/s)", report.bytes_read as f64 / seconds / 1e9)
     } else {
@@ -172,7 +179,9 @@ pub(crate) fn report_text(report: &RunReport) -> String {
     )
 }
 
-/// The keys an engine command's `--explain --json` shares: `passes` (one
+/// The keys an engine command's `--explain --json` shares: `steps` (the
+/// whole-array operators and quantiles run before the passes, as text),
+/// `passes` (one
 /// object per pass: inputs, reductions, outputs, rows, block_rows,
 /// block_bytes, blocks_in_flight, bytes_read, bytes_written, peak_bytes,
 /// fused_programs, instructions), `peak_bytes` (the largest estimate of
@@ -205,6 +214,7 @@ pub(crate) fn explain_json(explain: &Explain) -> Map<String, Value> {
         .max()
         .unwrap_or(0);
     let value = json!({
+        "steps": explain.steps,
         "passes": passes,
         "peak_bytes": peak,
         "memory_limit_bytes": explain.memory_limit,

@@ -8,7 +8,7 @@ use outcore::{ArrayFile, ByteOrder, DType, f16};
 use serde_json::json;
 
 /// The keys every `convert --json` object has.
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 15] = [
     "path",
     "out",
     "dtype_in",
@@ -19,6 +19,7 @@ const KEYS: [&str; 14] = [
     "blocks",
     "bytes_read",
     "bytes_written",
+    "bytes_spilled",
     "peak_reserved_bytes",
     "peak_rss_bytes",
     "memory_limit_bytes",

@@ -66,6 +66,7 @@ fn integer_input_gives_float64_columns_of_mean_0_and_std_1() {
         "blocks",
         "bytes_read",
         "bytes_written",
+        "bytes_spilled",
         "peak_reserved_bytes",
         "peak_rss_bytes",
         "memory_limit_bytes",

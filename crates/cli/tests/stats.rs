@@ -12,7 +12,7 @@ use outcore::{DType, f16};
 use serde_json::{Value, json};
 
 /// The keys every `stats --json` object has.
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 19] = [
     "path",
     "shape",
     "dtype",
@@ -27,6 +27,7 @@ const KEYS: [&str; 18] = [
     "blocks",
     "bytes_read",
     "bytes_written",
+    "bytes_spilled",
     "peak_reserved_bytes",
     "peak_rss_bytes",
     "memory_limit_bytes",
@@ -389,11 +390,11 @@ fn ops_are_parsed_and_results_keyed_as_given() {
     close(num(&v["results"]["var"]), expected(&data, "var", 1), 1e-12);
     close(num(&v["results"]["std"]), expected(&data, "std", 1), 1e-12);
 
-    let line = cli(dir.path(), &["stats", "x.npy", "--ops", "sum,median"])
+    let line = cli(dir.path(), &["stats", "x.npy", "--ops", "sum,mode"])
         .error(2)
         .to_string();
-    assert!(line.contains("median"), "{line}");
-    for valid in ["sum", "argmax", "nanstd"] {
+    assert!(line.contains("unknown op 'mode'"), "{line}");
+    for valid in ["sum", "argmax", "nanstd", "median", "quantile:Q"] {
         assert!(line.contains(valid), "{line}");
     }
     let line = cli(dir.path(), &["stats", "x.npy", "--ops", ""])

@@ -761,10 +761,29 @@ impl Engine {
             e.check()?;
         }
         let mut lowered = crate::lower::ExplainLowered::new(&exprs);
-        let exprs = exprs
+        let lowered_exprs = exprs
             .iter()
             .map(|e| self.explain_lower(e, &mut lowered))
             .collect::<Result<Vec<Expr>>>()?;
+        // A sort or cumsum alone runs as its steps, after one pass that
+        // spills its argument if that is not a file already.
+        let exprs = match exprs.as_slice() {
+            [e] => match &*e.node {
+                crate::expr::Node::Op(
+                    crate::expr::ArrayOp::Sort | crate::expr::ArrayOp::Cumsum,
+                    a,
+                ) => {
+                    let a = self.explain_lower(a, &mut lowered)?;
+                    if matches!(&*a.node, crate::expr::Node::Source(_)) {
+                        Vec::new()
+                    } else {
+                        vec![a]
+                    }
+                }
+                _ => lowered_exprs,
+            },
+            _ => lowered_exprs,
+        };
         let mut explain = Explain {
             steps: std::mem::take(&mut lowered.steps),
             passes: Vec::new(),

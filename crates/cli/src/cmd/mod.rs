@@ -12,5 +12,6 @@
 pub(crate) mod convert;
 pub(crate) mod r#gen;
 pub(crate) mod info;
+pub(crate) mod sort;
 pub(crate) mod standardize;
 pub(crate) mod stats;

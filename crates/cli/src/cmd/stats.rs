@@ -23,9 +23,10 @@ const SHOWN_VALUES: usize = 5;
 /// Arguments of `outcore stats`.
 #[derive(Debug, clap::Args)]
 #[command(
-    about = "Compute reductions (sum, mean, std, min, max, ...) over an array of any size in one pass",
+    about = "Compute reductions (sum, mean, std, min, max, median, quantiles, ...) over an array of any size",
     long_about = "Compute reductions (sum, mean, std, min, max, ...) over an array of any size \
-                  in one pass.\n\n\
+                  in one pass, and exact medians and quantiles (median, quantile:0.9) in a \
+                  few more read passes.\n\n\
                   The array is streamed in blocks of rows by --threads workers, holding at \
                   most --memory-limit bytes of data; all --ops are computed in the same \
                   pass. Results follow NumPy (np.sum, np.nanstd, ...) with exact integer \
@@ -54,7 +55,9 @@ pub(crate) struct Args {
     axis: Axis,
 
     /// Reductions, comma-separated: sum, mean, min, max, var, std, argmin,
-    /// argmax, nansum, nanmean, nanmin, nanmax, nanvar, nanstd.
+    /// argmax, nansum, nanmean, nanmin, nanmax, nanvar, nanstd, and the
+    /// exact median and quantile:Q (0 <= Q <= 1, NumPy's linear
+    /// interpolation; --axis all or 0).
     #[arg(long, value_name = "OPS", value_delimiter = ',',
           default_value = "sum,mean,std,min,max", value_parser = parse_op)]
     ops: Vec<OpName>,
@@ -124,15 +127,32 @@ impl Axis {
     }
 }
 
-/// A reduction's name as given in `--ops` (trimmed), known to be valid.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct OpName(String);
+/// An op of `--ops` as given (trimmed), known to be valid.
+#[derive(Clone, Debug, PartialEq)]
+struct OpName(String, StatOp);
+
+/// What an op of `--ops` computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum StatOp {
+    /// A streaming reduction (ddof applied later).
+    Reduce(ReduceOp),
+    /// The exact median.
+    Median,
+    /// The exact quantile `q`.
+    Quantile(f64),
+}
 
 impl OpName {
-    /// The reduction, with `ddof` for the var/std variants.
-    fn op(&self, ddof: u32) -> Result<ReduceOp> {
-        // Checked by `parse_op`; an error rather than a panic all the same.
-        ReduceOp::parse(&self.0, ddof).ok_or_else(|| anyhow::anyhow!("unknown op '{}'", self.0))
+    /// The op, with `ddof` for the var/std variants.
+    fn op(&self, ddof: u32) -> Result<StatOp> {
+        Ok(match self.1 {
+            // Checked by `parse_op`; an error rather than a panic all the same.
+            StatOp::Reduce(_) => StatOp::Reduce(
+                ReduceOp::parse(&self.0, ddof)
+                    .ok_or_else(|| anyhow::anyhow!("unknown op '{}'", self.0))?,
+            ),
+            other => other,
+        })
     }
 }
 
@@ -145,15 +165,28 @@ fn parse_op(input: &str) -> Result<OpName, String> {
             valid_ops()
         ));
     }
+    if name == "median" {
+        return Ok(OpName(name.to_string(), StatOp::Median));
+    }
+    if let Some(q) = name.strip_prefix("quantile:") {
+        return match q.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(OpName(name.to_string(), StatOp::Quantile(v))),
+            _ => Err(format!(
+                "bad quantile '{name}': expected quantile:Q with 0 <= Q <= 1, e.g. quantile:0.9"
+            )),
+        };
+    }
     match ReduceOp::parse(name, 0) {
-        Some(_) => Ok(OpName(name.to_string())),
+        Some(op) => Ok(OpName(name.to_string(), StatOp::Reduce(op))),
         None => Err(format!("unknown op '{name}' (valid ops: {})", valid_ops())),
     }
 }
 
 /// The names `--ops` accepts, comma-separated.
 fn valid_ops() -> String {
-    ReduceOp::ALL.map(ReduceOp::name).join(", ")
+    let mut names: Vec<&str> = ReduceOp::ALL.map(ReduceOp::name).to_vec();
+    names.extend(["median", "quantile:Q"]);
+    names.join(", ")
 }
 
 /// Runs `outcore stats`.
@@ -183,7 +216,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     }
 
     // Each distinct op once; each distinct key (the op as given) once.
-    let mut ops: Vec<ReduceOp> = Vec::new();
+    let mut ops: Vec<StatOp> = Vec::new();
     let mut keys: Vec<(String, usize)> = Vec::new();
     for name in &args.ops {
         let op = name.op(args.ddof)?;
@@ -198,9 +231,14 @@ pub(crate) fn run(args: Args) -> Result<()> {
             keys.push((name.0.clone(), index));
         }
     }
+    let axis = args.axis.reduce_axis();
     let exprs: Vec<Expr> = ops
         .iter()
-        .map(|&op| x.reduce(op, args.axis.reduce_axis()))
+        .map(|&op| match op {
+            StatOp::Reduce(op) => x.reduce(op, axis),
+            StatOp::Median => x.median(axis),
+            StatOp::Quantile(q) => x.quantile(q, axis),
+        })
         .collect();
     let head = Head {
         path: path.display().to_string(),
@@ -441,14 +479,27 @@ mod tests {
 
     #[test]
     fn op_names() {
-        assert_eq!(parse_op(" Mean ").unwrap(), OpName("Mean".into()));
+        let mean = parse_op(" Mean ").unwrap();
+        assert_eq!(mean.0, "Mean");
         assert_eq!(
-            OpName("std".into()).op(1).unwrap(),
-            ReduceOp::Std { ddof: 1 }
+            parse_op("std").unwrap().op(1).unwrap(),
+            StatOp::Reduce(ReduceOp::Std { ddof: 1 })
         );
-        let err = parse_op("median").unwrap_err();
-        assert!(err.contains("unknown op 'median'"), "{err}");
-        assert!(err.contains("nanstd"), "{err}");
+        assert_eq!(parse_op("median").unwrap().1, StatOp::Median);
+        assert_eq!(
+            parse_op("quantile:0.999").unwrap().1,
+            StatOp::Quantile(0.999)
+        );
+        for bad in ["quantile:1.5", "quantile:", "quantile:x", "quantile:-0.1"] {
+            let err = parse_op(bad).unwrap_err();
+            assert!(err.contains("bad quantile"), "{err}");
+        }
+        let err = parse_op("mode").unwrap_err();
+        assert!(err.contains("unknown op 'mode'"), "{err}");
+        assert!(
+            err.contains("nanstd") && err.contains("quantile:Q"),
+            "{err}"
+        );
         assert!(parse_op(" ").unwrap_err().contains("empty op name"));
     }
 
