@@ -6,7 +6,7 @@
 //!    a spill file at the block's own byte offset. A run is one block:
 //!    for each column, a sorted segment.
 //! 2. **Merge levels.** Groups of up to `fan_in` consecutive runs are
-//!    merged column by column (a heap over one cursor per run; each cursor
+//!    merged column by column (a loser tree over one cursor per run; each cursor
 //!    reads its segment through a mapped window) into one longer run at
 //!    the same place of a second spill file. Levels repeat, ping-ponging
 //!    between two files, until one run is left: every column sorted, in
@@ -20,10 +20,6 @@
 //! runs, every merge level and the final rows each write the data once
 //! (spill writes go to the page cache and reach the disk only when memory
 //! is short); `docs/spill.md` has the arithmetic.
-
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::collections::binary_heap::PeekMut;
 
 use outcore_chunker::ArrayFile;
 use outcore_spill::{Consumer, SpillFile, SpillWindow};
@@ -437,22 +433,51 @@ fn merge_one<T: SortKey>(
             cursors.push(c);
         }
     }
-    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = cursors
+    // A loser tree: one comparison per level for each value merged.
+    let k = cursors.len();
+    let rank = |c: &Cursor<'_, T>, i: usize| (u128::from(c.current.key()) << 64) | i as u128;
+    let mut cur: Vec<u128> = cursors
         .iter()
         .enumerate()
-        .map(|(i, c)| Reverse((c.current.key(), i)))
+        .map(|(i, c)| rank(c, i))
         .collect();
+    let mut tree = vec![0usize; k.max(1)];
+    fn build(node: usize, k: usize, cur: &[u128], tree: &mut [usize]) -> usize {
+        if node >= k {
+            return node - k;
+        }
+        let (l, r) = (
+            build(2 * node, k, cur, tree),
+            build(2 * node + 1, k, cur, tree),
+        );
+        let (win, lose) = if cur[l] <= cur[r] { (l, r) } else { (r, l) };
+        tree[node] = lose;
+        win
+    }
+    if k > 0 {
+        tree[0] = build(1, k, &cur, &mut tree);
+    }
     let mut at = (out.offset + col as u64 * out.len) * isz;
     let mut buf: Vec<T> = Vec::with_capacity(window);
-    while let Some(mut top) = heap.peek_mut() {
-        let i = top.0.1;
-        let c = &mut cursors[i];
-        buf.push(c.current);
-        if c.advance()? {
-            top.0.0 = c.current.key();
-        } else {
-            PeekMut::pop(top);
+    while k > 0 {
+        let w = tree[0];
+        if cur[w] == u128::MAX {
+            break;
         }
+        let c = &mut cursors[w];
+        buf.push(c.current);
+        cur[w] = if c.advance()? { rank(c, w) } else { u128::MAX };
+        let mut winner = w;
+        let mut node = (w + k) / 2;
+        while node > 0 {
+            let t = tree[node];
+            if cur[t] < cur[winner] {
+                tree[node] = winner;
+                winner = t;
+            }
+            node /= 2;
+        }
+        tree[0] = winner;
         if buf.len() == window {
             dst.write_at(at, bytemuck::cast_slice(&buf))?;
             at += (buf.len() as u64) * isz;
