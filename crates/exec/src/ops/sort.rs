@@ -454,12 +454,13 @@ fn merge_one<T: SortKey>(
         tree[node] = lose;
         win
     }
-    if k > 0 {
-        tree[0] = build(1, k, &cur, &mut tree);
+    if k == 0 {
+        return Ok(());
     }
+    tree[0] = build(1, k, &cur, &mut tree);
     let mut at = (out.offset + col as u64 * out.len) * isz;
     let mut buf: Vec<T> = Vec::with_capacity(window);
-    while k > 0 {
+    loop {
         let w = tree[0];
         if cur[w] == u128::MAX {
             break;
