@@ -15,7 +15,10 @@
 
 mod common;
 
-use common::{Rng, close, engine, read_any, rows_and_len, same_bits, same_scalar, write_any};
+use common::{
+    Rng, close, engine, int_range, read_any, round_to, rows_and_len, same_bits, same_scalar,
+    write_any,
+};
 use half::f16;
 use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::{DType, ReadMode};
@@ -87,29 +90,6 @@ impl Input {
             DType::F32 => floats!(|&x: &f64| x as f32),
             DType::F64 => floats!(|&x: &f64| x),
         }
-    }
-}
-
-fn int_range(d: DType) -> (i128, i128) {
-    match d {
-        DType::Bool => (0, 1),
-        DType::I8 => (i8::MIN.into(), i8::MAX.into()),
-        DType::I16 => (i16::MIN.into(), i16::MAX.into()),
-        DType::I32 => (i32::MIN.into(), i32::MAX.into()),
-        DType::I64 => (i64::MIN.into(), i64::MAX.into()),
-        DType::U8 => (0, u8::MAX.into()),
-        DType::U16 => (0, u16::MAX.into()),
-        DType::U32 => (0, u32::MAX.into()),
-        DType::U64 => (0, u64::MAX.into()),
-        _ => unreachable!("not an integer dtype"),
-    }
-}
-
-fn round_to(d: DType, x: f64) -> f64 {
-    match d {
-        DType::F16 => f16::from_f64(x).to_f64(),
-        DType::F32 => x as f32 as f64,
-        _ => x,
     }
 }
 

@@ -409,3 +409,28 @@ pub(crate) fn dtype_named(name: &str) -> DType {
         .find(|d| d.name() == name)
         .unwrap_or_else(|| panic!("unknown dtype {name}"))
 }
+
+/// The smallest and largest value of an integer (or bool) dtype.
+pub(crate) fn int_range(d: DType) -> (i128, i128) {
+    match d {
+        DType::Bool => (0, 1),
+        DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+        DType::I16 => (i16::MIN.into(), i16::MAX.into()),
+        DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+        DType::I64 => (i64::MIN.into(), i64::MAX.into()),
+        DType::U8 => (0, u8::MAX.into()),
+        DType::U16 => (0, u16::MAX.into()),
+        DType::U32 => (0, u32::MAX.into()),
+        DType::U64 => (0, u64::MAX.into()),
+        _ => unreachable!("not an integer dtype"),
+    }
+}
+
+/// `x` rounded to a float dtype (float64 unchanged).
+pub(crate) fn round_to(d: DType, x: f64) -> f64 {
+    match d {
+        DType::F16 => outcore_chunker::f16::from_f64(x).to_f64(),
+        DType::F32 => x as f32 as f64,
+        _ => x,
+    }
+}
