@@ -169,6 +169,15 @@ pub enum Error {
         /// The output file.
         path: PathBuf,
     },
+    /// The output is one of the inputs (the same path, or another name of
+    /// the same file: a hard link or symlink), refused before anything runs.
+    #[error("{path}: the output is the input {input} (write to another file)")]
+    OutputIsInput {
+        /// The output file.
+        path: PathBuf,
+        /// The input it is.
+        input: PathBuf,
+    },
     /// A raw-array description is invalid (e.g. an empty shape list where
     /// one is required).
     #[error("{path}: invalid raw array description: {reason}")]
@@ -202,6 +211,7 @@ impl Error {
             Error::TypeMismatch { .. } => "type_mismatch",
             Error::WriteMismatch { .. } => "write_mismatch",
             Error::OutputExists { .. } => "output_exists",
+            Error::OutputIsInput { .. } => "output_is_input",
             Error::BadRawSpec { .. } => "bad_raw_spec",
         }
     }
@@ -223,6 +233,7 @@ impl Error {
             | Error::TypeMismatch { path, .. }
             | Error::WriteMismatch { path, .. }
             | Error::OutputExists { path }
+            | Error::OutputIsInput { path, .. }
             | Error::BadRawSpec { path, .. } => path,
         }
     }

@@ -298,3 +298,36 @@ fn errors_are_one_line_with_the_right_exit_status() {
     }
     assert!(!dir.path().join("y.npy").exists());
 }
+
+/// An output that is an input — the same path, a hard link or a symlink
+/// to it — is refused before anything runs, even with --force; the input
+/// is left as it was.
+#[test]
+fn output_that_is_an_input_is_refused() {
+    let dir = tempdir();
+    generate(dir.path(), "x.npy", "50,3", "f64", &[]);
+    let before = std::fs::read(dir.path().join("x.npy")).unwrap();
+    std::fs::hard_link(dir.path().join("x.npy"), dir.path().join("link.npy")).unwrap();
+    std::os::unix::fs::symlink("x.npy", dir.path().join("sym.npy")).unwrap();
+    for (cmd, out) in [
+        (vec!["convert", "x.npy", "x.npy", "--dtype", "f32"], "x.npy"),
+        (
+            vec!["convert", "x.npy", "link.npy", "--dtype", "f32"],
+            "link.npy",
+        ),
+        (vec!["standardize", "x.npy", "sym.npy"], "sym.npy"),
+        (vec!["sort", "x.npy", "./x.npy"], "./x.npy"),
+        (vec!["cumsum", "x.npy", "link.npy"], "link.npy"),
+    ] {
+        let mut args = cmd.clone();
+        args.push("--force");
+        let run = cli(dir.path(), &args);
+        let e = run.error(1);
+        assert!(
+            e.contains(&format!("{out}: the output is the input x.npy")),
+            "{e}"
+        );
+    }
+    assert_eq!(std::fs::read(dir.path().join("x.npy")).unwrap(), before);
+    assert_eq!(std::fs::read(dir.path().join("link.npy")).unwrap(), before);
+}

@@ -655,6 +655,7 @@ impl Engine {
         }
         let spec = spec.fsync(self.fsync).overwrite(self.overwrite);
         let path = path.as_ref();
+        refuse_input_as_output(expr, path)?;
         if !self.overwrite && path.exists() {
             return Err(outcore_chunker::Error::OutputExists {
                 path: path.to_path_buf(),
@@ -1728,4 +1729,45 @@ fn pass_info(pass: &Pass, req: &PassRequest, sizing: &Sizing) -> PassInfo {
             .sum(),
         peak_bytes: sizing.total(),
     }
+}
+
+/// Refuses to write over a file the expression reads: the same path, or
+/// another name (hard link, symlink) of the same file.
+fn refuse_input_as_output(expr: &Expr, out: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(out_md) = std::fs::metadata(out) else {
+        return Ok(()); // a new file cannot be an input
+    };
+    let mut stack = vec![expr];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(e) = stack.pop() {
+        if !seen.insert(id(e)) {
+            continue;
+        }
+        use crate::expr::Node;
+        match &*e.node {
+            Node::Source(f) => {
+                if let Ok(md) = std::fs::metadata(f.path())
+                    && md.dev() == out_md.dev()
+                    && md.ino() == out_md.ino()
+                {
+                    return Err(outcore_chunker::Error::OutputIsInput {
+                        path: out.to_path_buf(),
+                        input: f.path().to_path_buf(),
+                    }
+                    .into());
+                }
+            }
+            Node::Const { .. } | Node::Invalid(_) => {}
+            Node::Unary(_, a)
+            | Node::Cast(a, _)
+            | Node::Reduce(_, _, a)
+            | Node::Op(_, a)
+            | Node::Quantile(_, _, a) => stack.push(a),
+            Node::MapBlocks { input, .. } => stack.push(input),
+            Node::Binary(_, a, b) => stack.extend([a, b]),
+            Node::Where(c, a, b) => stack.extend([c, a, b]),
+        }
+    }
+    Ok(())
 }
