@@ -1744,30 +1744,18 @@ fn refuse_input_as_output(expr: &Expr, out: &Path) -> Result<()> {
         if !seen.insert(id(e)) {
             continue;
         }
-        use crate::expr::Node;
-        match &*e.node {
-            Node::Source(f) => {
-                if let Ok(md) = std::fs::metadata(f.path())
-                    && md.dev() == out_md.dev()
-                    && md.ino() == out_md.ino()
-                {
-                    return Err(outcore_chunker::Error::OutputIsInput {
-                        path: out.to_path_buf(),
-                        input: f.path().to_path_buf(),
-                    }
-                    .into());
-                }
+        if let crate::expr::Node::Source(f) = &*e.node
+            && let Ok(md) = std::fs::metadata(f.path())
+            && md.dev() == out_md.dev()
+            && md.ino() == out_md.ino()
+        {
+            return Err(outcore_chunker::Error::OutputIsInput {
+                path: out.to_path_buf(),
+                input: f.path().to_path_buf(),
             }
-            Node::Const { .. } | Node::Invalid(_) => {}
-            Node::Unary(_, a)
-            | Node::Cast(a, _)
-            | Node::Reduce(_, _, a)
-            | Node::Op(_, a)
-            | Node::Quantile(_, _, a) => stack.push(a),
-            Node::MapBlocks { input, .. } => stack.push(input),
-            Node::Binary(_, a, b) => stack.extend([a, b]),
-            Node::Where(c, a, b) => stack.extend([c, a, b]),
+            .into());
         }
+        stack.extend(e.children());
     }
     Ok(())
 }

@@ -426,20 +426,27 @@ impl Expr {
     pub fn check(&self) -> crate::Result<()> {
         let mut stack = vec![self];
         while let Some(e) = stack.pop() {
-            match &*e.node {
-                Node::Invalid(msg) => return Err(crate::Error::Invalid(msg.clone())),
-                Node::Source(_) | Node::Const { .. } => {}
-                Node::Unary(_, a)
-                | Node::Cast(a, _)
-                | Node::Reduce(_, _, a)
-                | Node::Op(_, a)
-                | Node::Quantile(_, _, a) => stack.push(a),
-                Node::MapBlocks { input, .. } => stack.push(input),
-                Node::Binary(_, a, b) => stack.extend([a, b]),
-                Node::Where(c, a, b) => stack.extend([c, a, b]),
+            if let Node::Invalid(msg) = &*e.node {
+                return Err(crate::Error::Invalid(msg.clone()));
             }
+            stack.extend(e.children());
         }
         Ok(())
+    }
+
+    /// The expressions this one is computed from.
+    pub(crate) fn children(&self) -> Vec<&Expr> {
+        match &*self.node {
+            Node::Source(_) | Node::Const { .. } | Node::Invalid(_) => Vec::new(),
+            Node::Unary(_, a)
+            | Node::Cast(a, _)
+            | Node::Reduce(_, _, a)
+            | Node::Op(_, a)
+            | Node::Quantile(_, _, a) => vec![a],
+            Node::MapBlocks { input, .. } => vec![input],
+            Node::Binary(_, a, b) => vec![a, b],
+            Node::Where(c, a, b) => vec![c, a, b],
+        }
     }
 
     fn is_invalid(&self) -> bool {

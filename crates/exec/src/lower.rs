@@ -47,19 +47,10 @@ impl Lowered {
             if !seen.insert(id(e)) {
                 continue;
             }
-            match &*e.node {
-                Node::Source(_) | Node::Const { .. } | Node::Invalid(_) => {}
-                Node::Unary(_, a) | Node::Cast(a, _) | Node::Reduce(_, _, a) | Node::Op(_, a) => {
-                    stack.push(a)
-                }
-                Node::Quantile(q, axis, a) => {
-                    groups.entry((id(a), *axis)).or_default().push((id(e), *q));
-                    stack.push(a);
-                }
-                Node::MapBlocks { input, .. } => stack.push(input),
-                Node::Binary(_, a, b) => stack.extend([a, b]),
-                Node::Where(c, a, b) => stack.extend([c, a, b]),
+            if let Node::Quantile(q, axis, a) = &*e.node {
+                groups.entry((id(a), *axis)).or_default().push((id(e), *q));
             }
+            stack.extend(e.children());
         }
         Lowered {
             memo: HashMap::new(),

@@ -16,8 +16,8 @@
 mod common;
 
 use common::{
-    Rng, close, engine, int_range, read_any, round_to, rows_and_len, same_bits, same_scalar,
-    write_any,
+    Rng, close, config, engine, int_range, read_any, round_to, rows_and_len, same_bits,
+    same_scalar, write_any,
 };
 use half::f16;
 use ndarray::{ArrayD, IxDyn};
@@ -631,21 +631,6 @@ fn run_case_with(case: &Case, wants: Vec<(ReduceOp, ReduceAxis, Want)>) -> Resul
 }
 
 const ALL_DTYPES: &[DType] = &DType::ALL;
-
-/// `cases` cases; failures are reported, not persisted (the bugs found are
-/// pinned as named tests instead).
-fn config(cases: u32) -> ProptestConfig {
-    // PROPTEST_CASES=n overrides the count for a deeper search.
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cases);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 proptest! {
     #![proptest_config(config(64))]

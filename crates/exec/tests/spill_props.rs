@@ -28,7 +28,7 @@ use std::cmp::Ordering;
 use std::fmt::Debug;
 use std::path::Path;
 
-use common::{Rng, int_range, read_any, round_to, same_bits, write_any};
+use common::{Rng, config, int_range, read_any, round_to, same_bits, write_any};
 use half::f16;
 use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::DType;
@@ -965,21 +965,6 @@ fn run_case(case: &Case) -> Result<(), String> {
             outcome.levels
         )
     })
-}
-
-/// `cases` cases; failures are reported, not persisted (the bugs found are
-/// pinned as named tests instead).
-fn config(cases: u32) -> ProptestConfig {
-    // PROPTEST_CASES=n overrides the count for a deeper search.
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cases);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
 }
 
 proptest! {

@@ -195,26 +195,10 @@ pub(crate) fn compute(
     kinds: &[Quantile],
     report: &mut RunReport,
 ) -> Result<Vec<AnyArray>> {
-    let dtype = src.meta().dtype;
-    macro_rules! go {
-        ($t:ty) => {
-            compute_typed::<$t>(engine, src, axis, kinds, report)
-        };
-    }
-    match dtype {
-        DType::Bool => go!(bool),
-        DType::I8 => go!(i8),
-        DType::I16 => go!(i16),
-        DType::I32 => go!(i32),
-        DType::I64 => go!(i64),
-        DType::U8 => go!(u8),
-        DType::U16 => go!(u16),
-        DType::U32 => go!(u32),
-        DType::U64 => go!(u64),
-        DType::F16 => go!(f16),
-        DType::F32 => go!(f32),
-        DType::F64 => go!(f64),
-    }
+    outcore_chunker::with_dtype!(
+        src.meta().dtype,
+        T => compute_typed::<T>(engine, src, axis, kinds, report)
+    )
 }
 
 fn compute_typed<T: QuantileElement>(

@@ -564,27 +564,7 @@ pub(crate) fn sort_any(
     sink: &RowSink<'_>,
     report: &mut RunReport,
 ) -> Result<()> {
-    use half::f16;
-    use outcore_chunker::DType;
-    macro_rules! go {
-        ($t:ty) => {
-            sort_into::<$t>(engine, src, sink, report)
-        };
-    }
-    match src.meta().dtype {
-        DType::Bool => go!(bool),
-        DType::I8 => go!(i8),
-        DType::I16 => go!(i16),
-        DType::I32 => go!(i32),
-        DType::I64 => go!(i64),
-        DType::U8 => go!(u8),
-        DType::U16 => go!(u16),
-        DType::U32 => go!(u32),
-        DType::U64 => go!(u64),
-        DType::F16 => go!(f16),
-        DType::F32 => go!(f32),
-        DType::F64 => go!(f64),
-    }
+    outcore_chunker::with_dtype!(src.meta().dtype, T => sort_into::<T>(engine, src, sink, report))
 }
 
 /// Sorts `src` along axis 0 into `sink`.

@@ -434,3 +434,18 @@ pub(crate) fn round_to(d: DType, x: f64) -> f64 {
         _ => x,
     }
 }
+
+/// `cases` proptest cases; failures are reported, not persisted (the bugs
+/// found are pinned as named tests instead).
+pub(crate) fn config(cases: u32) -> proptest::test_runner::Config {
+    // PROPTEST_CASES=n overrides the count for a deeper search.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
