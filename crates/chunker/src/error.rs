@@ -178,6 +178,18 @@ pub enum Error {
         /// The input it is.
         input: PathBuf,
     },
+    /// Writing the output was cancelled through a
+    /// [`CancelToken`](crate::CancelToken) before it was complete; the
+    /// output was not created (nor left anywhere under its name).
+    #[error("{path}: cancelled after {done} of {total} blocks; the output was not created")]
+    Cancelled {
+        /// The output file.
+        path: PathBuf,
+        /// Blocks complete when the run stopped.
+        done: u64,
+        /// Blocks in the whole run.
+        total: u64,
+    },
     /// A raw-array description is invalid (e.g. an empty shape list where
     /// one is required).
     #[error("{path}: invalid raw array description: {reason}")]
@@ -194,7 +206,8 @@ impl Error {
     /// `"unsupported_version"`, `"bad_header"`, `"unsupported_dtype"`,
     /// `"overflow"`, `"size_mismatch"`, `"truncated"`, `"offset_past_end"`, `"invalid_bool"`,
     /// `"rows_out_of_range"`, `"type_mismatch"`, `"write_mismatch"`,
-    /// `"output_exists"` or `"bad_raw_spec"`.
+    /// `"output_exists"`, `"output_is_input"`, `"bad_raw_spec"` or
+    /// `"cancelled"`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Io { .. } => "io",
@@ -213,6 +226,7 @@ impl Error {
             Error::OutputExists { .. } => "output_exists",
             Error::OutputIsInput { .. } => "output_is_input",
             Error::BadRawSpec { .. } => "bad_raw_spec",
+            Error::Cancelled { .. } => "cancelled",
         }
     }
 
@@ -234,7 +248,8 @@ impl Error {
             | Error::WriteMismatch { path, .. }
             | Error::OutputExists { path }
             | Error::OutputIsInput { path, .. }
-            | Error::BadRawSpec { path, .. } => path,
+            | Error::BadRawSpec { path, .. }
+            | Error::Cancelled { path, .. } => path,
         }
     }
 

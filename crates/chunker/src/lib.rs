@@ -22,6 +22,8 @@
 //! * [`DType`], [`ByteOrder`], [`Element`] — element types at run time and
 //!   their Rust counterparts; [`with_dtype!`] bridges the two.
 //! * [`synth`] — reproducible synthetic data for tests and benchmarks.
+//! * [`CancelToken`] — a shared request to stop a run between blocks
+//!   (the engine and [`synth::write_array_cancellable`] check it).
 //!
 //! # Example
 //!
@@ -58,6 +60,7 @@
 pub use half::f16;
 
 pub use crate::block::{Block, BlockBuffer, BlockPlan};
+pub use crate::cancel::CancelToken;
 pub use crate::dtype::{ByteOrder, DType, Element, ParseDTypeError, parse_descr};
 pub use crate::error::{Error, Result};
 pub use crate::meta::{ArrayMeta, Format, Layout};
@@ -65,6 +68,7 @@ pub use crate::source::{ArrayFile, RawSpec, ReadMode};
 pub use crate::write::{ArrayWriter, OutputFormat, OutputSpec};
 
 mod block;
+mod cancel;
 mod dtype;
 mod error;
 mod map;

@@ -20,13 +20,14 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use half::f16;
 
 use crate::block::BlockPlan;
+use crate::cancel::CancelToken;
 use crate::dtype::DType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::meta::ArrayMeta;
 use crate::source::swap_in_place;
 use crate::write::{ArrayWriter, OutputSpec};
@@ -225,16 +226,57 @@ pub fn write_array(
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<ArrayMeta> {
+    write_array_cancellable(
+        path,
+        spec,
+        generator,
+        block_bytes,
+        threads,
+        progress,
+        &CancelToken::new(),
+    )
+}
+
+/// As [`write_array`], stopping between blocks once `cancel` is
+/// cancelled.
+///
+/// Every thread checks the token before generating each block; a
+/// cancelled run drops the unfinished output (nothing appears under
+/// `path`) and returns [`Error::Cancelled`] with the blocks written.
+///
+/// # Errors
+///
+/// As [`write_array`], and [`Error::Cancelled`].
+pub fn write_array_cancellable(
+    path: impl AsRef<Path>,
+    spec: OutputSpec,
+    generator: &Generator,
+    block_bytes: u64,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+    cancel: &CancelToken,
+) -> Result<ArrayMeta> {
+    let path = path.as_ref();
     let writer = ArrayWriter::create(path, spec)?;
     let meta = writer.meta().clone();
     let plan = BlockPlan::from_bytes(meta.rows(), meta.row_bytes(), block_bytes);
     let next = AtomicUsize::new(0);
+    let written = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
+    let cancelled = || Error::Cancelled {
+        path: path.to_path_buf(),
+        done: written.load(Ordering::Relaxed),
+        total: plan.len() as u64,
+    };
     let worker = || -> Result<()> {
         let mut buf = Vec::new();
         loop {
             if failed.load(Ordering::Relaxed) {
                 return Ok(());
+            }
+            if cancel.is_cancelled() {
+                failed.store(true, Ordering::Relaxed);
+                return Err(cancelled());
             }
             let Some(rows) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 return Ok(());
@@ -250,6 +292,7 @@ pub fn write_array(
                 failed.store(true, Ordering::Relaxed);
                 return Err(e);
             }
+            written.fetch_add(1, Ordering::Relaxed);
             progress(buf.len() as u64);
         }
     };
@@ -260,6 +303,11 @@ pub fn write_array(
             .map(|h| h.join().expect("synthetic-data worker does not panic"))
             .collect::<Result<Vec<()>>>()
     })?;
+    // A token cancelled after the last block still stops the run before
+    // the output takes its name: the caller asked for no output.
+    if cancel.is_cancelled() {
+        return Err(cancelled());
+    }
     writer.finish()
 }
 
@@ -325,5 +373,42 @@ mod tests {
             .map(|c| i64::from_ne_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(v, [5, 6, 7]);
+    }
+
+    #[test]
+    fn a_cancelled_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let g = Generator::new(Distribution::Uniform, 3);
+        let spec = || OutputSpec::npy(DType::F64, vec![1000, 4]);
+        // Cancelled by the progress callback after the third block: the
+        // threads stop before the next one, and nothing takes the name.
+        let token = CancelToken::new();
+        let blocks = AtomicU64::new(0);
+        let progress = |_| {
+            if blocks.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
+                token.cancel();
+            }
+        };
+        let err =
+            write_array_cancellable(&path, spec(), &g, 320, 2, &progress, &token).unwrap_err();
+        match &err {
+            Error::Cancelled { done, total, .. } => {
+                assert!(*done >= 3 && *done < *total, "{err}");
+                assert_eq!(*total, 100);
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(err.kind(), "cancelled");
+        assert!(err.to_string().contains("x.npy"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Already cancelled: not even the first block.
+        let err = write_array_cancellable(&path, spec(), &g, 320, 1, &|_| {}, &token).unwrap_err();
+        assert!(matches!(err, Error::Cancelled { done: 0, .. }), "{err}");
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+        // A fresh token writes the array.
+        write_array_cancellable(&path, spec(), &g, 320, 2, &|_| {}, &CancelToken::new()).unwrap();
+        assert!(path.exists());
     }
 }
