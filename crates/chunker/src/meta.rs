@@ -65,12 +65,17 @@ pub struct ArrayMeta {
 }
 
 impl ArrayMeta {
-    /// Builds the metadata, checking that the sizes fit in 64 bits and that
-    /// one row's length fits in memory addresses.
+    /// Builds the metadata, checking the sizes as NumPy and ndarray do:
+    /// the byte size of the non-zero dimensions fits in `isize`, wherever
+    /// the zeros are.
     ///
     /// # Errors
     ///
-    /// [`Error::Overflow`] when the element count or byte size overflows.
+    /// [`Error::Overflow`] when a dimension exceeds `i64::MAX`, when the
+    /// product of the non-zero dimensions times the item size exceeds
+    /// `isize::MAX` (an empty array too: NumPy and ndarray refuse such a
+    /// shape, and the answer must not depend on which axis is zero), or
+    /// when the data would end past `u64::MAX` after `data_offset`.
     pub fn new(
         path: &Path,
         shape: Vec<u64>,
@@ -87,6 +92,15 @@ impl ArrayMeta {
         };
         // NumPy's dimensions are signed 64-bit (npy_intp); so are ndarray's.
         if shape.iter().any(|&d| d > i64::MAX as u64) {
+            return Err(overflow());
+        }
+        // NumPy's and ndarray's rule for any array: this also bounds every
+        // product below, whatever the order of the axes.
+        let nonzero_bytes = shape
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(dtype.itemsize() as u64, |acc, &d| acc.checked_mul(d));
+        if nonzero_bytes.is_none_or(|b| b > isize::MAX as u64) {
             return Err(overflow());
         }
         let rows = shape.first().copied().unwrap_or(1);
@@ -214,6 +228,22 @@ mod tests {
         // but the row itself must still be addressable.
         let e = meta(&[0, u64::MAX]).unwrap_err();
         assert_eq!(e.kind(), "overflow");
+        // An empty array is refused when its non-zero dimensions' bytes
+        // overflow, whichever axis is zero (found by fuzz/raw_open).
+        for shape in [
+            [1 << 40, 1 << 40, 0],
+            [1 << 40, 0, 1 << 40],
+            [0, 1 << 40, 1 << 40],
+        ] {
+            assert_eq!(meta(&shape).unwrap_err().kind(), "overflow", "{shape:?}");
+        }
+        for shape in [
+            [1 << 20, 1 << 20, 0],
+            [1 << 20, 0, 1 << 20],
+            [0, 1 << 20, 1 << 20],
+        ] {
+            assert_eq!(meta(&shape).unwrap().nbytes(), 0, "{shape:?}");
+        }
     }
 
     #[test]

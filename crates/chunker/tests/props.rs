@@ -15,7 +15,7 @@ use outcore_chunker::{
     ArrayFile, ArrayWriter, ByteOrder, DType, OutputSpec, RawSpec, ReadMode, with_dtype,
 };
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, TestCaseError};
 
 fn config(cases: u32) -> Config {
     Config {
@@ -351,6 +351,147 @@ fn every_header_byte_changed_never_panics() {
             bytes[at] = byte;
             std::fs::write(&path, &bytes).unwrap();
             exercise(&path);
+        }
+    }
+}
+
+/// A dimension or offset: mostly small, sometimes at the edges of the size
+/// arithmetic (NumPy's largest dimension, powers of two, `u64::MAX`).
+fn edgy_u64() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        8 => 0u64..6,
+        1 => prop::sample::select(vec![
+            1 << 20, 1 << 31, 1 << 32, 1 << 40, 1 << 61, 1 << 62, 1 << 63,
+            i64::MAX as u64 - 1, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX,
+        ]),
+        1 => any::<u64>(),
+    ]
+}
+
+/// A raw spec and a file to open it over: any dtype, byte order, shape (or
+/// none), offset and length, the length often exactly what the spec needs.
+fn raw_case() -> impl Strategy<Value = (RawSpec, Vec<u8>)> {
+    let shape = prop::option::weighted(0.8, prop::collection::vec(edgy_u64(), 0..4));
+    let offset = prop_oneof![4 => 0u64..20, 1 => edgy_u64()];
+    (
+        dtype(),
+        order(),
+        shape,
+        offset,
+        any::<bool>(),
+        0usize..200,
+        any::<u64>(),
+    )
+        .prop_map(|(dtype, byte_order, shape, offset, exact, any_len, seed)| {
+            let isz = dtype.itemsize() as u128;
+            let needed = match &shape {
+                Some(dims) => dims
+                    .iter()
+                    .try_fold(isz, |acc, &d| acc.checked_mul(u128::from(d)))
+                    .map(|n| n + u128::from(offset)),
+                None => Some(u128::from(offset) + isz * (seed % 9) as u128),
+            };
+            let len = match needed {
+                Some(n) if exact && n <= 4096 => n as usize,
+                _ => any_len,
+            };
+            let mut rng = Rng::new(seed);
+            // Bool data stays valid (0 or 1) so views succeed.
+            let mask = if dtype == DType::Bool { 1 } else { 0xFF };
+            let bytes = (0..len).map(|_| rng.next_u64() as u8 & mask).collect();
+            let spec = RawSpec {
+                dtype,
+                byte_order,
+                shape,
+                offset,
+            };
+            (spec, bytes)
+        })
+}
+
+/// Whether `ArrayFile::open_raw` must accept `spec` over `len` bytes, as
+/// its documentation and `ArrayMeta::new` say: an offset within the file;
+/// without a shape, a whole number of elements after it; with one, every
+/// dimension at most `i64::MAX`, the non-zero dimensions' bytes at most
+/// `isize::MAX` (wherever the zeros are), and exactly the file's bytes
+/// after the offset. The error kind otherwise.
+fn raw_verdict(spec: &RawSpec, len: u64) -> Result<(), &'static str> {
+    let isz = spec.dtype.itemsize() as u64;
+    if spec.offset > len {
+        return Err("offset_past_end");
+    }
+    let Some(shape) = &spec.shape else {
+        return if (len - spec.offset).is_multiple_of(isz) {
+            Ok(())
+        } else {
+            Err("bad_raw_spec")
+        };
+    };
+    let bytes = |dims: &[u64]| {
+        dims.iter()
+            .try_fold(u128::from(isz), |acc, &d| acc.checked_mul(u128::from(d)))
+    };
+    let nonzero: Vec<u64> = shape.iter().copied().filter(|&d| d != 0).collect();
+    if shape.iter().any(|&d| d > i64::MAX as u64)
+        || bytes(&nonzero).is_none_or(|b| b > isize::MAX as u128)
+    {
+        return Err("overflow");
+    }
+    match bytes(shape) {
+        Some(n) if n == u128::from(len - spec.offset) => Ok(()),
+        _ => Err("size_mismatch"),
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// The raw opener (what `fuzz/raw_open` fuzzes, bounded for CI): opens
+    /// exactly when the spec fits the file, refuses with the documented
+    /// error kind naming the file otherwise, and an opened array's blocks
+    /// hold the file's elements in native order, in either read mode.
+    #[test]
+    fn raw_specs_open_exactly_when_they_fit_and_read_the_file(
+        (spec, bytes) in raw_case(),
+        mode in mode(),
+        target in prop_oneof![1u64..64, Just(u64::MAX)],
+    ) {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&bytes).unwrap();
+        tmp.flush().unwrap();
+        let path = tmp.path();
+        let verdict = raw_verdict(&spec, bytes.len() as u64);
+        let file = match ArrayFile::open_raw(path, &spec) {
+            Err(e) => {
+                prop_assert_eq!(Err(e.kind()), verdict, "{}", e);
+                prop_assert_eq!(e.path(), path);
+                return Ok(());
+            }
+            Ok(file) => file.with_read_mode(mode),
+        };
+        prop_assert_eq!(verdict, Ok(()), "{:?} opened", file.meta());
+        let meta = file.meta();
+        let isz = spec.dtype.itemsize();
+        let data = &bytes[spec.offset as usize..];
+        prop_assert_eq!(meta.nbytes(), data.len() as u64);
+        // The file's elements in native byte order.
+        let mut want = data.to_vec();
+        if !spec.byte_order.is_native() {
+            want.chunks_exact_mut(isz).for_each(<[u8]>::reverse);
+        }
+        let row_bytes = meta.row_bytes();
+        // A plan of zero-byte rows is one block, however many rows.
+        for rows in file.plan(target).iter().take(64) {
+            let block = file
+                .read_rows(rows.clone())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            common::check_block(&block, &rows, meta).map_err(TestCaseError::fail)?;
+            block_values(&block).map_err(TestCaseError::fail)?;
+            let at = rows.start as usize * row_bytes;
+            prop_assert!(block.as_bytes() == &want[at..at + block.nbytes()], "rows {:?}", rows);
+            block
+                .check()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
     }
 }

@@ -107,6 +107,50 @@ fn a_shape_that_overflows_is_an_error() {
     }
 }
 
+/// Overflow is judged on the non-zero dimensions' bytes, as NumPy and
+/// ndarray judge it, so an empty array's fate does not depend on which axis
+/// is zero (`fuzz/raw_open` found `[59, 0, 18177, 2**63-129]` accepted
+/// while its rotation `[59, 18177, 2**63-129, 0]` was refused).
+#[test]
+fn where_the_zero_dimension_is_does_not_decide_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "empty.bin", &[]);
+    let rotations = |shape: &[u64]| {
+        (0..shape.len())
+            .map(|k| {
+                let mut s = shape.to_vec();
+                s.rotate_left(k);
+                s
+            })
+            .collect::<Vec<_>>()
+    };
+    let refused: [(&[u64], DType); 3] = [
+        (&[59, 18177, i64::MAX as u64 - 128, 0], DType::U8),
+        (&[1 << 40, 1 << 40, 0], DType::U8),
+        (&[1 << 62, 2, 0], DType::U8), // 2**63 bytes: one past isize::MAX
+    ];
+    for (shape, dtype) in refused {
+        for shape in rotations(shape) {
+            let e = open_err(&path, &spec(dtype, Some(shape.clone()), 0));
+            assert_eq!(e.kind(), "overflow", "{shape:?} {dtype}: {e}");
+        }
+    }
+    let accepted: [(&[u64], DType); 2] = [
+        (&[1 << 20, 1 << 20, 0], DType::F64),
+        (&[i64::MAX as u64, 1, 0], DType::U8), // exactly isize::MAX bytes
+    ];
+    for (shape, dtype) in accepted {
+        for shape in rotations(shape) {
+            let f = ArrayFile::open_raw(&path, &spec(dtype, Some(shape.clone()), 0))
+                .unwrap_or_else(|e| panic!("{shape:?} {dtype}: {e}"));
+            assert_eq!(
+                (f.meta().shape.as_slice(), f.meta().nbytes()),
+                (&shape[..], 0)
+            );
+        }
+    }
+}
+
 /// Every offset from 0 to 16, both byte orders, both modes, every block
 /// size: values are exact, and a block is a mapped window exactly when
 /// reading by `Mmap`, in native order, at an offset aligned for the dtype.
