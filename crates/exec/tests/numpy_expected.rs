@@ -11,6 +11,10 @@
 //!   `np.std`;
 //! * a float16 sum past 65504, where NumPy's float16 `np.sum` gives inf
 //!   and the engine must give the exact float64 sum.
+//!
+//! Among the inputs are the numerical extremes of `extremes.rs` (all-NaN
+//! columns, sums overflowing to inf, subnormals, ±max, integer min/max,
+//! one row, one column).
 
 mod common;
 
@@ -183,7 +187,7 @@ fn check_input(name: &str, eng: &Engine) -> Vec<String> {
     failures
 }
 
-const INPUTS: [&str; 9] = [
+const INPUTS: [&str; 16] = [
     "f64_nan_inf",
     "f32",
     "f16",
@@ -193,6 +197,14 @@ const INPUTS: [&str; 9] = [
     "f64_3d",
     "i64_big",
     "u64_big",
+    // The numerical extremes (indexed in extremes.rs).
+    "f64_extremes",
+    "f32_extremes",
+    "f16_extremes",
+    "i64_extremes",
+    "u64_1col",
+    "f64_1row",
+    "i32_1col",
 ];
 
 fn check_all_inputs(eng: &Engine) {
