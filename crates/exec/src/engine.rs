@@ -1692,14 +1692,21 @@ fn reshape(a: AnyArray, shape: &[u64]) -> Result<AnyArray> {
 
 /// A value of the right dtype and shape for a reduction not yet run.
 pub(crate) fn placeholder(r: &Expr) -> AnyArray {
-    let shape: Vec<u64> = match &r.extent {
-        Extent::Row { row_len, .. } => vec![*row_len as u64],
-        Extent::Column { rows } => vec![*rows],
+    let shape: Vec<usize> = match &r.extent {
+        Extent::Row { row_len, .. } => vec![*row_len],
+        Extent::Column { rows } => vec![*rows as usize],
         _ => vec![],
     };
-    let n: usize = shape.iter().map(|&d| d as usize).product();
-    let bytes = vec![0u8; n * r.dtype.itemsize()];
-    bytes_to_array(&bytes, r.dtype, &shape).unwrap_or_else(|_| AnyArray::scalar(0.0f64))
+    let n: usize = shape.iter().product();
+    // Zeroed allocations whose pages are never written: a placeholder
+    // for a row of millions of values (planning only, not counted by the
+    // budget) takes no resident memory.
+    outcore_chunker::with_dtype!(r.dtype, T => {
+        let v: Vec<T> = bytemuck::zeroed_vec(n);
+        ArrayD::from_shape_vec(IxDyn(&shape), v)
+            .map(AnyArray::from)
+            .unwrap_or_else(|_| AnyArray::scalar(0.0f64))
+    })
 }
 
 fn pass_info(pass: &Pass, req: &PassRequest, sizing: &Sizing) -> PassInfo {
