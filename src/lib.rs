@@ -18,7 +18,8 @@
 //! * [`exec`] — the engine: [`Engine`], lazy [`Expr`]essions, reductions
 //!   ([`ReduceOp`]), exact quantiles ([`Quantile`]), external sort and
 //!   cumsum ([`Expr::sort`], [`Expr::cumsum`]), results ([`AnyArray`]) and
-//!   [`RunReport`]s; [`Error`] covers every crate's errors.
+//!   [`RunReport`]s; [`CancelToken`] stops a run between blocks;
+//!   [`Error`] covers every crate's errors.
 //!
 //! # Example
 //!
@@ -47,8 +48,8 @@ pub use outcore_chunker::{
     OutputFormat, OutputSpec, RawSpec, ReadMode, f16, parse_descr, with_dtype,
 };
 pub use outcore_exec::{
-    AnyArray, Engine, EngineBuilder, Error, Explain, Expr, Quantile, QuantileMethod, ReduceAxis,
-    ReduceOp, Result, RunReport, Scalar, aggregate,
+    AnyArray, CancelToken, Engine, EngineBuilder, Error, Explain, Expr, Quantile, QuantileMethod,
+    ReduceAxis, ReduceOp, Result, RunReport, Scalar, aggregate,
 };
 pub use outcore_spill::{
     Consumer, MemoryBudget, Reservation, SpillSpace, available_memory, default_limit, format_bytes,

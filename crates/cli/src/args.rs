@@ -263,7 +263,8 @@ pub(crate) struct EngineArgs {
 impl EngineArgs {
     /// Builds the engine: these options, a progress bar on stderr when
     /// `progress` is true (the engine draws it only when stderr is a
-    /// terminal), and the output options.
+    /// terminal), the output options, and the process's cancel token
+    /// (which SIGINT and SIGTERM cancel, see [`crate::interrupt`]).
     ///
     /// # Errors
     ///
@@ -274,7 +275,9 @@ impl EngineArgs {
             .threads(self.threads.map_or_else(default_threads, NonZeroUsize::get))
             .progress(progress)
             .fsync(!output.no_fsync)
-            .overwrite(output.force);
+            .overwrite(output.force)
+            // SIGINT and SIGTERM stop the run between blocks.
+            .cancel(crate::interrupt::token());
         if let Some(dir) = &self.spill_dir {
             builder = builder.spill_dir(dir);
         }

@@ -6,10 +6,15 @@
 //!
 //! Exit status: 0 on success; 1 when the command fails, with one line
 //! `error: ...` on stderr; 2 for a usage error (bad or missing arguments),
-//! also as one line.
+//! also as one line; 130 after SIGINT (Ctrl-C) and 143 after SIGTERM
+//! (128 + the signal's number, as shells report), once the run has
+//! stopped cleanly: one line `error: interrupted (SIGINT): ...`, no output
+//! written, no spill file left. A second signal terminates at once (see
+//! [`interrupt`]).
 
 mod args;
 mod cmd;
+mod interrupt;
 mod output;
 
 use std::process::ExitCode;
@@ -82,10 +87,24 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),
     };
+    if let Err(err) = interrupt::install() {
+        output::print_error(&output::error_line(&err));
+        return ExitCode::from(EXIT_FAILURE);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`outcore info x.npy | head -1`): not an error.
         Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if interrupt::is_cancelled(&err) => {
+            let (signo, name) = interrupt::received().unwrap_or((0, "cancelled"));
+            output::print_error(&format!(
+                "interrupted ({name}): {}",
+                output::error_line(&err)
+            ));
+            // 128 + the signal's number, as a shell reports a process
+            // killed by it.
+            ExitCode::from(u8::try_from(128 + signo).unwrap_or(EXIT_FAILURE))
+        }
         Err(err) => {
             output::print_error(&output::error_line(&err));
             if err.downcast_ref::<args::UsageError>().is_some() {

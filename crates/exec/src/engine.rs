@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::{
-    ArrayFile, ArrayWriter, Block, BlockBuffer, DType, OutputSpec, RawSpec, ReadMode, with_dtype,
+    ArrayFile, ArrayWriter, Block, BlockBuffer, CancelToken, DType, OutputSpec, RawSpec, ReadMode,
+    with_dtype,
 };
 use outcore_spill::{Consumer, MemoryBudget, Reservation, SpillFile, SpillSpace};
 use rayon::ThreadPool;
@@ -50,6 +51,7 @@ pub struct EngineBuilder {
     spill_dir: Option<std::path::PathBuf>,
     spill_quota: Option<u64>,
     quantile_method: QuantileMethod,
+    cancel: CancelToken,
 }
 
 impl EngineBuilder {
@@ -140,6 +142,48 @@ impl EngineBuilder {
         self
     }
 
+    /// Stops the engine's runs when `token` is cancelled (from another
+    /// thread, or a signal handler through [`CancelToken::flag`]).
+    ///
+    /// Every loop that reads, computes, merges or writes blocks checks the
+    /// token between blocks (sort merges: at every window of output), so
+    /// a run stops within about one block's work per thread and returns
+    /// [`Error::Cancelled`]. Nothing half-done is kept: an output being
+    /// written is abandoned (nothing appears under its name, even if the
+    /// token is cancelled after the last block), spill files are released
+    /// (they are unnamed) and every reservation returns to the budget. A
+    /// run waiting for another engine to release a shared budget notices
+    /// the token when that wait ends.
+    ///
+    /// A token stays cancelled: every later run of the engine stops before
+    /// its first block. By default, the engine has a token of its own that
+    /// nobody cancels ([`Engine::cancel_token`] returns it).
+    ///
+    /// ```
+    /// use outcore_exec::{CancelToken, Engine, Error};
+    /// use outcore_chunker::{ArrayWriter, DType, OutputSpec};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("x.npy");
+    /// let w = ArrayWriter::create(&path, OutputSpec::npy(DType::F64, vec![4, 1]))?;
+    /// w.write_block(0, ndarray::array![[1.0], [2.0], [3.0], [4.0]].view())?;
+    /// w.finish()?;
+    ///
+    /// let token = CancelToken::new();
+    /// let engine = Engine::builder().cancel(token.clone()).build()?;
+    /// let x = engine.open(&path)?;
+    /// token.cancel(); // e.g. from a SIGINT handler, while a run goes on
+    /// let out = dir.path().join("y.npy");
+    /// let err = engine.write_npy(&(&x * 2.0), &out).unwrap_err();
+    /// assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+    /// assert!(!out.exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel(mut self, token: CancelToken) -> EngineBuilder {
+        self.cancel = token;
+        self
+    }
+
     /// Builds the engine.
     ///
     /// # Errors
@@ -187,6 +231,7 @@ impl EngineBuilder {
                 }
             },
             quantile_method: self.quantile_method,
+            cancel: self.cancel,
         })
     }
 }
@@ -226,6 +271,7 @@ pub struct Engine {
     overwrite: bool,
     spill: SpillSpace,
     quantile_method: QuantileMethod,
+    cancel: CancelToken,
 }
 
 /// What a run did and used.
@@ -560,6 +606,22 @@ impl Engine {
 
     pub(crate) fn quantile_method(&self) -> QuantileMethod {
         self.quantile_method
+    }
+
+    /// The token that stops this engine's runs (see
+    /// [`EngineBuilder::cancel`]): cancelling it, or a clone of it, stops
+    /// every run of the engine and of its clones.
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+
+    /// [`Error::Cancelled`] if the engine's token is cancelled: `done` of
+    /// `total` units of `stage` were complete.
+    pub(crate) fn check_cancel(&self, stage: &'static str, done: u64, total: u64) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled { stage, done, total });
+        }
+        Ok(())
     }
 
     /// Worker threads.
@@ -1058,6 +1120,12 @@ impl Engine {
                     // Wait until the whole amount is free, then try again.
                     let total = sizing.total();
                     drop(self.budget.reserve(Consumer::Other, total)?);
+                    // Cancelled while waiting for engines sharing the budget.
+                    self.check_cancel(
+                        "reservations (while waiting for engines sharing the budget)",
+                        0,
+                        1,
+                    )?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -1152,6 +1220,8 @@ impl Engine {
                     let w = Arc::try_unwrap(w).map_err(|_| {
                         Error::Invalid("internal: output writer still shared".into())
                     })?;
+                    // Cancelled after the last block: still no output.
+                    self.check_cancel("blocks of a pass", report.blocks, report.blocks)?;
                     w.finish()?;
                 }
             }
@@ -1299,10 +1369,22 @@ impl Engine {
             }
             Ok(())
         };
-        crate::stream::run(&self.pool, n, slots, read, work, merge)?;
+        let streamed = crate::stream::run(
+            &self.pool,
+            &self.cancel,
+            "blocks of a pass",
+            n,
+            slots,
+            read,
+            work,
+            merge,
+        );
+        // Cleared on error too (an interrupted run's error line then
+        // stands alone).
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+        streamed?;
         report.blocks += n as u64;
         report.bytes_read += bytes_read.load(Ordering::Relaxed);
         for (k, store) in pass.stores.iter().enumerate() {

@@ -78,6 +78,20 @@ pub enum Error {
         /// The underlying error (its message is part of this one's).
         error: std::io::Error,
     },
+    /// The run was stopped through its [`CancelToken`](crate::CancelToken)
+    /// (see [`EngineBuilder::cancel`](crate::EngineBuilder::cancel)). Any
+    /// output being written was abandoned (nothing appears under its
+    /// name), spill files were released and the memory returned.
+    #[error("cancelled after {done} of {total} {stage}; no output was written")]
+    Cancelled {
+        /// What was running, with its unit (`"blocks of a pass"`,
+        /// `"column merges of a sort merge level"`, ...).
+        stage: &'static str,
+        /// Units complete when the run stopped.
+        done: u64,
+        /// Units in that stage.
+        total: u64,
+    },
     /// Building the thread pool failed.
     #[error("could not start the thread pool: {0}")]
     ThreadPool(String),

@@ -13,6 +13,8 @@
 //!   reductions ([`ReduceOp`] along a [`ReduceAxis`]); `map_blocks`.
 //! * [`AnyArray`] — a computed result of any dtype.
 //! * [`RunReport`] — what a run read, wrote and held in memory.
+//! * [`CancelToken`] — stops a running computation between blocks
+//!   ([`EngineBuilder::cancel`]; the run returns [`Error::Cancelled`]).
 //! * [`aggregate::Aggregate`] — the open trait for user reductions.
 //!
 //! # Example
@@ -45,6 +47,7 @@ pub use crate::ops::quantile::{Quantile, QuantileMethod};
 pub use crate::plan::{Explain, PassInfo};
 pub use crate::reduce::{ReduceAxis, ReduceOp};
 pub use crate::value::{AnyArray, AnyView, DynElement, Scalar};
+pub use outcore_chunker::CancelToken;
 
 pub mod aggregate;
 mod engine;

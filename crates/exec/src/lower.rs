@@ -388,6 +388,8 @@ impl Engine {
         let src = self.array_source(&a, cx, report)?;
         let writer = ArrayWriter::create(path, spec.clone())?;
         self.run_op(*op, &src, &RowSink::Writer(&writer), report)?;
+        // Cancelled after the last block: still no output.
+        self.check_cancel("output rows", report.blocks, report.blocks)?;
         writer.finish()?;
         Ok(Some(AnyArray::scalar(0u8)))
     }

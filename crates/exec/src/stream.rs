@@ -8,12 +8,19 @@
 //! blocks exist at once, whatever the relative speed of reading, computing
 //! and merging, and the results waiting to be merged in order are bounded
 //! too. A failure anywhere stops the reader and is reported once.
+//!
+//! Cancellation is checked between blocks: by the reader before it reads
+//! a block and by a worker before it computes one (one relaxed load each).
+//! A cancelled run stops as a failure does — the reader reads nothing
+//! more, blocks in flight are dropped with their slots — and reports
+//! [`Error::Cancelled`] with the blocks merged so far.
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{bounded, unbounded};
+use outcore_chunker::CancelToken;
 use rayon::ThreadPool;
 
 use crate::error::{Error, Result};
@@ -24,8 +31,15 @@ use crate::error::{Error, Result};
 /// returns each block's slot with its result, and the merger hands it back
 /// to the reader after merging. `read` runs on a dedicated reader thread, `work` on
 /// the pool's threads, `merge` on the calling thread in block order.
+///
+/// Once `cancel` is cancelled, no block is read or computed any more and
+/// the run returns [`Error::Cancelled`] naming `stage` (what a block is
+/// part of, e.g. `"blocks of a pass"`).
+#[allow(clippy::too_many_arguments)] // each is one stage's part; a struct would only rename them
 pub(crate) fn run<S, B, P>(
     pool: &ThreadPool,
+    cancel: &CancelToken,
+    stage: &'static str,
     n: usize,
     slots: Vec<S>,
     read: impl Fn(usize, S) -> Result<B> + Send + Sync,
@@ -49,6 +63,12 @@ where
     let (done_tx, done_rx) = unbounded::<(usize, Result<(P, S)>)>();
     let stop = AtomicBool::new(false);
     let workers = pool.current_num_threads().max(1);
+    // The merger fills in how many blocks were merged.
+    let cancelled = || Error::Cancelled {
+        stage,
+        done: 0,
+        total: n as u64,
+    };
 
     std::thread::scope(|scope| {
         // Reader stage.
@@ -58,6 +78,10 @@ where
             for i in 0..n {
                 let Ok(slot) = slot_rx.recv() else { break };
                 if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if cancel.is_cancelled() {
+                    let _ = reader_done.send((i, Err(cancelled())));
                     break;
                 }
                 match read(i, slot) {
@@ -84,6 +108,14 @@ where
                         if stop.load(Ordering::Relaxed) {
                             continue; // drain: drop the block and its slot
                         }
+                        if cancel.is_cancelled() {
+                            // Reported (not just dropped) so that the
+                            // merger stops waiting for this block.
+                            if tx.send((i, Err(cancelled()))).is_err() {
+                                break;
+                            }
+                            continue;
+                        }
                         let out = catch_unwind(AssertUnwindSafe(|| work(i, block)))
                             .unwrap_or_else(|p| Err(Error::Panic(panic_message(&p))));
                         if tx.send((i, out)).is_err() {
@@ -108,6 +140,14 @@ where
                 match out {
                     Ok(p) => {
                         pending.insert(i, p);
+                    }
+                    Err(Error::Cancelled { stage, total, .. }) => {
+                        result = Err(Error::Cancelled {
+                            stage,
+                            done: next as u64,
+                            total,
+                        });
+                        break;
                     }
                     Err(e) => {
                         result = Err(e);

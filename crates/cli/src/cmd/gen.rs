@@ -1,16 +1,17 @@
 //! `outcore gen`: write a reproducible synthetic array of any size.
 //!
 //! The array is generated and written block by block from several threads
-//! ([`outcore::chunker::synth::write_array`]), so memory stays at about
+//! ([`outcore::chunker::synth::write_array_cancellable`]), so memory stays at about
 //! threads × block size whatever the array's size. Each element depends
 //! only on the seed and its index: the same seed gives the same bytes for
-//! any thread count or block size.
+//! any thread count or block size. SIGINT and SIGTERM stop the writing
+//! threads between blocks ([`crate::interrupt`]).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use outcore::chunker::synth::{Distribution, Generator, write_array};
+use outcore::chunker::synth::{Distribution, Generator, write_array_cancellable};
 use outcore::{ArrayMeta, BlockPlan, Format, Layout, OutputSpec};
 use serde_json::json;
 
@@ -26,7 +27,8 @@ use crate::output;
                   at about threads x block size. Each element is a function of the seed \
                   and its index only: the same seed writes the same bytes whatever the \
                   thread count or block size. The output is written to a temporary file \
-                  beside OUT and renamed into place when complete.\n\n\
+                  beside OUT and renamed into place when complete; Ctrl-C (SIGINT) or \
+                  SIGTERM stops it between blocks and leaves nothing.\n\n\
                   With --json, prints one JSON object with the keys path, format, shape, \
                   dtype, byte_order, dist, seed, threads, block_bytes, nbytes (data \
                   bytes), bytes_written (the file's size, header included) and seconds."
@@ -129,13 +131,16 @@ pub(crate) fn run(args: Args) -> Result<()> {
 
     let bar = output::progress_bar(meta.nbytes(), !args.json && output::stderr_is_terminal());
     let start = Instant::now();
-    let written = write_array(
+    // SIGINT and SIGTERM stop the threads between blocks; the unfinished
+    // output is dropped.
+    let written = write_array_cancellable(
         &args.out,
         spec,
         &generator,
         args.block_size,
         threads,
         &|n| bar.inc(n),
+        &crate::interrupt::token(),
     );
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();

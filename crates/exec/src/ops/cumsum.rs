@@ -198,6 +198,7 @@ fn run<T: Element + Widen<A>, A: Acc>(
     let mut blocks = 0;
     let read = stream_file(
         engine,
+        "blocks of a cumsum",
         src,
         block_rows,
         slot_res,

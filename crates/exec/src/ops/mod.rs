@@ -86,9 +86,11 @@ impl FileSlot {
 /// Streams `src` in blocks of `block_rows` rows: a reader thread reads
 /// (one block per slot), the engine's workers run `work`, and `merge`
 /// sees the results in block order on the calling thread. Returns the
-/// bytes read.
+/// bytes read. Stops between blocks when the engine is cancelled
+/// ([`Error::Cancelled`] naming `stage`).
 pub(crate) fn stream_file<P: Send>(
     engine: &Engine,
+    stage: &'static str,
     src: &ArrayFile,
     block_rows: u64,
     slots: Vec<FileSlot>,
@@ -112,6 +114,8 @@ pub(crate) fn stream_file<P: Send>(
     };
     crate::stream::run(
         engine.pool(),
+        engine.cancel_token(),
+        stage,
         plan.len(),
         slots,
         read,

@@ -455,6 +455,7 @@ fn read_pass<T: SortKey, S: Send>(
     let mut blocks = 0;
     let read = stream_file(
         engine,
+        "blocks of a quantile pass",
         src,
         block_rows,
         slots,

@@ -21,6 +21,8 @@
 //! (spill writes go to the page cache and reach the disk only when memory
 //! is short); `docs/spill.md` has the arithmetic.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use outcore_chunker::ArrayFile;
 use outcore_spill::{Consumer, SpillFile, SpillWindow};
 use rayon::prelude::*;
@@ -250,6 +252,7 @@ fn make_runs<T: SortKey>(
     let mut runs = Vec::new();
     let read = stream_file(
         engine,
+        "blocks of sorted runs",
         src,
         p.run_rows,
         slots,
@@ -340,10 +343,22 @@ fn merge_level<T: SortKey>(
     let isz = std::mem::size_of::<T>();
     let window = (p.window_bytes as usize / isz).max(1);
     let workers = p.merge_tasks.min(tasks.len()).max(1);
+    // Cancellation is checked before each column merge and at every
+    // window of merged output.
+    let done = AtomicU64::new(0);
+    let check = || {
+        engine.check_cancel(
+            "column merges of a sort merge level",
+            done.load(Ordering::Relaxed),
+            tasks.len() as u64,
+        )
+    };
     engine.pool().install(|| {
         (0..workers).into_par_iter().try_for_each(|t| {
             for &(g, j) in tasks.iter().skip(t).step_by(workers) {
-                merge_one::<T>(src, &dst, groups[g], merged[g], j, window)?;
+                check()?;
+                merge_one::<T>(src, &dst, groups[g], merged[g], j, window, &check)?;
+                done.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<(), Error>(())
         })
@@ -416,7 +431,9 @@ impl<'f, T: SortKey> Cursor<'f, T> {
     }
 }
 
-/// Merges column `col` of the runs of `group` into column `col` of `out`.
+/// Merges column `col` of the runs of `group` into column `col` of `out`,
+/// calling `check` (which fails once the run is cancelled) at every
+/// `window` values written.
 fn merge_one<T: SortKey>(
     src: &SpillFile,
     dst: &SpillFile,
@@ -424,6 +441,7 @@ fn merge_one<T: SortKey>(
     out: Run,
     col: usize,
     window: usize,
+    check: &(dyn Fn() -> Result<()> + Sync),
 ) -> Result<()> {
     let isz = std::mem::size_of::<T>() as u64;
     let mut cursors = Vec::with_capacity(group.len());
@@ -483,6 +501,7 @@ fn merge_one<T: SortKey>(
             dst.write_at(at, bytemuck::cast_slice(&buf))?;
             at += (buf.len() as u64) * isz;
             buf.clear();
+            check()?;
         }
     }
     if !buf.is_empty() {
@@ -517,10 +536,16 @@ pub(crate) fn write_rows(
     report.note_reservations(&[(Consumer::Writer, per_task * p.out_tasks as u64)]);
     let blocks = rows.div_ceil(p.out_rows) as usize;
     let workers = p.out_tasks.min(blocks).max(1);
+    let done = AtomicU64::new(0);
     engine.pool().install(|| {
         (0..workers).into_par_iter().try_for_each(|t| {
             let mut out = vec![0u8; p.out_rows as usize * row_bytes];
             for b in (t..blocks).step_by(workers) {
+                engine.check_cancel(
+                    "blocks of sorted rows",
+                    done.load(Ordering::Relaxed),
+                    blocks as u64,
+                )?;
                 let r0 = b as u64 * p.out_rows;
                 let r1 = (r0 + p.out_rows).min(rows);
                 let n = (r1 - r0) as usize;
@@ -531,6 +556,7 @@ pub(crate) fn write_rows(
                     scatter(&w, out, j, row_len, isz);
                 }
                 sink.write(r0, row_bytes, out)?;
+                done.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<(), Error>(())
         })
@@ -597,5 +623,66 @@ mod tests {
                 assert_eq!(t[c * rows + r], data[r * cols + c]);
             }
         }
+    }
+
+    #[test]
+    fn merges_and_rows_stop_when_cancelled() {
+        use outcore_chunker::{ArrayWriter, CancelToken, DType, OutputSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let (rows, cols) = (4000usize, 4usize);
+        let w = ArrayWriter::create(&path, OutputSpec::npy(DType::I64, vec![4000, 4])).unwrap();
+        let a = ndarray::Array2::from_shape_fn((rows, cols), |(r, c)| ((r * 31 + c) % 97) as i64);
+        w.write_block(0, a.view()).unwrap();
+        w.finish().unwrap();
+        let src = ArrayFile::open(&path).unwrap();
+        let token = CancelToken::new();
+        let engine = Engine::builder()
+            .memory_limit(64 << 10)
+            .threads(2)
+            .spill_dir(dir.path())
+            .cancel(token.clone())
+            .build()
+            .unwrap();
+        let p = plan(&engine, rows as u64, cols, 8, false).unwrap();
+        assert!(p.runs > 2 && p.levels > 1, "{p:?}");
+        let mut report = RunReport::default();
+        let first = engine.spill().create((rows * cols * 8) as u64).unwrap();
+        let runs = make_runs::<i64>(&engine, &src, &first, &p, false, &mut report).unwrap();
+        token.cancel();
+        let err = merge_level::<i64>(&engine, &first, &runs, cols, &p, &mut report)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, Error::Cancelled { stage: "column merges of a sort merge level", done: 0, total } if total > 0),
+            "{err}"
+        );
+        let sorted = SortedColumns {
+            file: first,
+            n: rows as u64,
+            itemsize: 8,
+        };
+        let out = engine.spill().create((rows * cols * 8) as u64).unwrap();
+        let err = write_rows(
+            &engine,
+            &sorted,
+            rows as u64,
+            cols,
+            &RowSink::Spill(&out),
+            &mut report,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Cancelled {
+                    stage: "blocks of sorted rows",
+                    done: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(engine.budget().reserved(), 0);
     }
 }
