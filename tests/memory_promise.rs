@@ -959,3 +959,149 @@ fn quantiles_at_32mib() {
         }
     }
 }
+
+// ---- rows of millions of values -----------------------------------------
+
+/// 8 rows of 3,000,000 float32 (96 MB): one row is 12 MB, and the
+/// per-column states of statistics along axis 0 (a mean and a standard
+/// deviation per column: tens of bytes each) are hundreds of MB, far past a
+/// 32 MiB limit.
+const LONG_ROWS: u64 = 8;
+const LONG_COLS: u64 = 3_000_000;
+
+/// Rows in the millions at 32 MiB:
+///
+/// * statistics along axis 0 cannot hold their per-column states: the
+///   library refuses before reading with `Error::LimitTooSmall`, naming the
+///   bytes of one row and the smallest limit that works, and so does the
+///   CLI (exit code 1, the same message) — with its peak RSS within the
+///   limit plus [`OVERHEAD`] while it refuses;
+/// * along axis 1 (8 values per op) and over all elements the states are
+///   small: the runs complete within the promise, with the library's
+///   results.
+#[test]
+fn rows_of_millions_at_32mib() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let x = dir.path().join("long.npy");
+    let mut cmd = Command::new(outcore_bin());
+    cmd.arg("gen")
+        .arg(&x)
+        .args([
+            "--shape",
+            &format!("{LONG_ROWS},{LONG_COLS}"),
+            "--dtype",
+            "f32",
+        ])
+        .args(["--seed", "11", "--no-fsync"]);
+    let exit = spawn_measured(cmd);
+    assert_eq!(exit.code, Some(0), "outcore gen failed: {}", exit.stderr);
+    let limit = 32 * MIB;
+    let row_bytes = LONG_COLS * 4;
+
+    // The library: refused before reading, with the numbers.
+    let engine = Engine::builder()
+        .memory_limit(limit)
+        .threads(2)
+        .build()
+        .unwrap();
+    let xe = engine.open(&x).unwrap();
+    let axis0 = || vec![xe.mean(0), xe.std(0, 0)];
+    let err = engine
+        .compute(axis0())
+        .expect_err("axis-0 states cannot fit");
+    let message = err.to_string();
+    let minimum = match err {
+        outcore::Error::LimitTooSmall {
+            limit: l,
+            row_bytes: r,
+            minimum,
+            ..
+        } => {
+            assert_eq!(l, limit);
+            assert!(r >= row_bytes, "one row is {row_bytes} bytes: {message}");
+            minimum
+        }
+        other => panic!("expected LimitTooSmall, got {other}"),
+    };
+    // Two per-column states of at least 16 bytes, for the merged result
+    // and for a block in flight.
+    assert!(minimum > 2 * 16 * LONG_COLS, "{message}");
+    assert!(message.contains(&minimum.to_string()), "{message}");
+    assert!(message.contains("smallest limit that works"), "{message}");
+    match engine.explain(axis0()) {
+        Err(outcore::Error::LimitTooSmall { minimum: m, .. }) => assert_eq!(m, minimum),
+        other => panic!("explain: expected LimitTooSmall, got {other:?}"),
+    }
+    assert_eq!(engine.budget().reserved(), 0);
+
+    // The CLI: exit code 1, the message, and the peak RSS of the refusal.
+    let mut cmd = Command::new(outcore_bin());
+    cmd.args(["stats", arg(&x), "--axis", "0", "--ops", "mean,std"])
+        .args(["--memory-limit", &limit.to_string(), "--threads", "2"]);
+    let refused = spawn_measured(cmd);
+    eprintln!(
+        "memory: stats --axis 0 of {LONG_ROWS}x{LONG_COLS} f32 refused at 32 MiB: ru_maxrss {:.2} MiB",
+        refused.maxrss as f64 / MIB as f64
+    );
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("too small") && refused.stderr.contains(&minimum.to_string()),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.maxrss <= limit + OVERHEAD,
+        "the refusal's peak RSS is {} bytes, over the limit {limit} + overhead {OVERHEAD}",
+        refused.maxrss
+    );
+
+    // Along axis 1 and over everything: within the promise, with the
+    // library's results.
+    #[derive(Deserialize)]
+    struct Results<T> {
+        results: std::collections::BTreeMap<String, T>,
+    }
+    let (mean1, std1, mean, max) = engine
+        .compute((xe.mean(1), xe.std(1, 0), xe.mean(None), xe.max(None)))
+        .unwrap();
+    for (axis, label) in [
+        ("1", "stats --axis 1 of long rows"),
+        ("all", "stats --axis all of long rows"),
+    ] {
+        let m = run_engine(
+            label,
+            &[
+                "stats",
+                arg(&x),
+                "--axis",
+                axis,
+                "--ops",
+                "mean,std,max",
+                "--threads",
+                "2",
+            ],
+            limit,
+        );
+        assert_memory(&m);
+        assert_eq!(m.report.passes, 1, "{label}");
+        assert_eq!(m.report.bytes_read, LONG_ROWS * row_bytes, "{label}");
+        let mut stdout = m.stdout;
+        std::io::Seek::rewind(&mut stdout).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+        if axis == "1" {
+            let r: Results<Vec<f64>> = serde_json::from_reader(BufReader::new(stdout)).unwrap();
+            for (key, want) in [("mean", &mean1), ("std", &std1)] {
+                let want = want.to_f64().into_raw_vec_and_offset().0;
+                assert_eq!(r.results[key].len(), LONG_ROWS as usize, "{key}");
+                for (g, w) in r.results[key].iter().zip(&want) {
+                    assert!(close(*g, *w), "{label}: {key}: {g} vs {w}");
+                }
+            }
+        } else {
+            let r: Results<f64> = serde_json::from_reader(BufReader::new(stdout)).unwrap();
+            let mean = mean.as_f64_scalar().unwrap();
+            assert!(close(r.results["mean"], mean), "{label}: {:?}", r.results);
+            assert_eq!(r.results["max"], max.as_f64_scalar().unwrap(), "{label}");
+        }
+    }
+}
