@@ -169,6 +169,23 @@ pub enum Error {
         /// The output file.
         path: PathBuf,
     },
+    /// The output's filesystem has no room for it: full (`ENOSPC`), over a
+    /// disk quota (`EDQUOT`), or past the process's file-size limit
+    /// (`EFBIG`, `RLIMIT_FSIZE`). Nothing is left under the output's name.
+    #[error(
+        "{path}: no space for the output ({needed} bytes): cannot {action}: {error} \
+         (free space on its filesystem, or write the output elsewhere)"
+    )]
+    NoSpace {
+        /// The output file.
+        path: PathBuf,
+        /// Bytes the whole output needs (header and data).
+        needed: u64,
+        /// What was being done (`"allocate"`, `"write"`, `"sync"`, ...).
+        action: &'static str,
+        /// What the operating system said.
+        error: io::Error,
+    },
     /// The output is one of the inputs (the same path, or another name of
     /// the same file: a hard link or symlink), refused before anything runs.
     #[error("{path}: the output is the input {input} (write to another file)")]
@@ -206,8 +223,8 @@ impl Error {
     /// `"unsupported_version"`, `"bad_header"`, `"unsupported_dtype"`,
     /// `"overflow"`, `"size_mismatch"`, `"truncated"`, `"offset_past_end"`, `"invalid_bool"`,
     /// `"rows_out_of_range"`, `"type_mismatch"`, `"write_mismatch"`,
-    /// `"output_exists"`, `"output_is_input"`, `"bad_raw_spec"` or
-    /// `"cancelled"`.
+    /// `"output_exists"`, `"no_space"`, `"output_is_input"`,
+    /// `"bad_raw_spec"` or `"cancelled"`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Io { .. } => "io",
@@ -224,6 +241,7 @@ impl Error {
             Error::TypeMismatch { .. } => "type_mismatch",
             Error::WriteMismatch { .. } => "write_mismatch",
             Error::OutputExists { .. } => "output_exists",
+            Error::NoSpace { .. } => "no_space",
             Error::OutputIsInput { .. } => "output_is_input",
             Error::BadRawSpec { .. } => "bad_raw_spec",
             Error::Cancelled { .. } => "cancelled",
@@ -247,6 +265,7 @@ impl Error {
             | Error::TypeMismatch { path, .. }
             | Error::WriteMismatch { path, .. }
             | Error::OutputExists { path }
+            | Error::NoSpace { path, .. }
             | Error::OutputIsInput { path, .. }
             | Error::BadRawSpec { path, .. }
             | Error::Cancelled { path, .. } => path,

@@ -1,8 +1,12 @@
 //! Writing arrays: `.npy` or raw outputs, filled by blocks from several
-//! threads, finished atomically.
+//! threads, named only once complete (unnamed until then: `O_TMPFILE`).
 
+use std::ffi::CString;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -94,13 +98,33 @@ impl OutputSpec {
 
 /// An output being written.
 ///
-/// Data goes to a temporary file in the destination directory; blocks may
-/// be written at their row offsets in any order, from several threads at
-/// once (`ArrayWriter` is `Sync`; writes are positioned, `pwrite`).
-/// [`ArrayWriter::finish`] checks that every row was written, syncs, and
-/// renames the file into place. A writer dropped before `finish` (an error,
-/// a panic, an abandoned run) deletes its temporary file: nothing ever
-/// appears under the final name half-written.
+/// Data goes to an *unnamed* file in the destination directory (Linux
+/// `O_TMPFILE`); blocks may be written at their row offsets in any order,
+/// from several threads at once (`ArrayWriter` is `Sync`; writes are
+/// positioned, `pwrite`). [`ArrayWriter::finish`] checks that every row was
+/// written, syncs, and only then gives the file a name. Until then no name
+/// exists: a writer dropped before `finish` (an error, a panic, an abandoned
+/// run) — or a process killed outright, even by `SIGKILL` — leaves nothing
+/// in the directory, and the kernel frees the space when the file is closed.
+///
+/// How the finished file gets its name:
+///
+/// * without overwrite, one `linkat` of `/proc/self/fd/N` to the final path:
+///   atomic, and it fails with `EEXIST` rather than replace a file that
+///   appeared meanwhile ([`Error::OutputExists`]);
+/// * with overwrite, a `linkat` to a uniquely named temporary
+///   (`.NAME.XXXXXX.outcore-tmp`) in the same directory, then `rename` over
+///   the final path (no system call links over an existing name). The window
+///   between those two calls is the only time a temporary name exists; a
+///   process killed in it leaves that temporary behind — complete and
+///   synced, but under the temporary name.
+///
+/// Where the filesystem or kernel has no `O_TMPFILE`, or `/proc` is not
+/// mounted (the link goes through `/proc/self/fd`), the writer decides at
+/// [`ArrayWriter::create`] to use a named temporary instead
+/// (`.NAME.XXXXXX.outcore-tmp`, deleted when the writer is dropped, renamed
+/// into place by `finish`): the same guarantees, except that a process
+/// killed by `SIGKILL` leaves that temporary behind.
 ///
 /// Written data goes through the page cache, not through mapped memory, so
 /// writing adds nothing to the process's resident set beyond the caller's
@@ -114,6 +138,8 @@ impl OutputSpec {
 /// let path = dir.path().join("out.npy");
 /// let writer = ArrayWriter::create(&path, OutputSpec::npy(DType::F32, vec![3, 2]))?;
 /// writer.write_block(2, array![[5.0f32, 6.0]].view())?;
+/// // Nothing has a name yet.
+/// assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
 /// writer.write_block(0, array![[1.0f32, 2.0], [3.0, 4.0]].view())?;
 /// writer.finish()?;
 ///
@@ -125,11 +151,184 @@ impl OutputSpec {
 #[derive(Debug)]
 pub struct ArrayWriter {
     path: PathBuf,
-    temp: TempPath,
+    staging: Staging,
     file: File,
     meta: ArrayMeta,
     spec: OutputSpec,
     written: Mutex<Coverage>,
+}
+
+/// Where an output's data lives until [`ArrayWriter::finish`] names it.
+#[derive(Debug)]
+enum Staging {
+    /// An unnamed file (`O_TMPFILE`), linked into place at finish.
+    Unnamed,
+    /// A named temporary in the destination directory, deleted on drop,
+    /// renamed into place at finish.
+    Named(TempPath),
+}
+
+/// Suffix of the temporary names a writer may use in the destination
+/// directory (see [`ArrayWriter`]).
+const TEMP_SUFFIX: &str = ".outcore-tmp";
+
+/// A path as a C string, for the system calls `std` does not wrap.
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))
+}
+
+/// `/proc/self/fd/N` for `file`: the name through which `linkat` can give
+/// an unnamed file a name without privileges.
+fn proc_fd_path(file: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Creates an unnamed file (`O_TMPFILE`) in `dir`, readable and writable.
+///
+/// Returns `Ok(None)` when it cannot be used: the kernel or filesystem has
+/// no `O_TMPFILE` (`EOPNOTSUPP`, or `EISDIR`/`EINVAL` from kernels before
+/// 3.11), or `/proc/self/fd` does not lead to the file (`/proc` is not
+/// mounted, or belongs to another PID namespace), so `finish` could not
+/// link it. The caller then uses a named temporary.
+///
+/// # Errors
+///
+/// Any other failure to create it: a missing or unwritable directory,
+/// too many open files, a read-only filesystem.
+fn create_unnamed(dir: &Path) -> io::Result<Option<File>> {
+    let c_dir = c_path(dir)?;
+    let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
+    // The kernel applies the umask to the mode, as for any new file.
+    let mode: libc::c_uint = 0o666;
+    // SAFETY: `c_dir` is a NUL-terminated string that outlives the call;
+    // `open` reads it and its integer arguments only.
+    let fd = unsafe { libc::open(c_dir.as_ptr(), flags, mode) };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: `fd` was just returned by `open`; nothing else owns it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let ours = file.metadata()?;
+    let linkable = std::fs::metadata(proc_fd_path(&file))
+        .is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino());
+    Ok(linkable.then_some(file))
+}
+
+/// Gives the unnamed `file` the name `to`, failing with `EEXIST` (kind
+/// `AlreadyExists`) if `to` exists.
+///
+/// Links `/proc/self/fd/N`, which needs no privileges. Should that name
+/// have gone missing since the file was created (`/proc` unmounted
+/// meanwhile: `ENOENT`), links by descriptor instead ([`link_by_fd`]).
+fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    let c_to = c_path(to)?;
+    let c_proc = c_path(&proc_fd_path(file))?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call;
+    // `linkat` reads them and its integer arguments only.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            c_proc.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    // ENOENT from a missing destination directory is just that.
+    if err.raw_os_error() != Some(libc::ENOENT) || std::fs::metadata(proc_fd_path(file)).is_ok() {
+        return Err(err);
+    }
+    link_by_fd(file, to).map_err(|e| match e.raw_os_error() {
+        // How kernels refuse AT_EMPTY_PATH to the unprivileged.
+        Some(libc::ENOENT | libc::EPERM) => io::Error::new(
+            e.kind(),
+            format!(
+                "neither /proc/self/fd ({err}) nor linkat(AT_EMPTY_PATH) ({e}; it needs \
+                 CAP_DAC_READ_SEARCH) can name the unnamed output"
+            ),
+        ),
+        _ => e,
+    })
+}
+
+/// Gives the unnamed `file` the name `to` through `linkat(fd, "",
+/// AT_EMPTY_PATH)`, which needs no `/proc` but, on most kernels, the
+/// `CAP_DAC_READ_SEARCH` capability.
+fn link_by_fd(file: &File, to: &Path) -> io::Result<()> {
+    let c_to = c_path(to)?;
+    // SAFETY: the descriptor is open and owned by `file` for the call; the
+    // paths are NUL-terminated strings that outlive it.
+    let rc = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Gives the unnamed `file` the name `to`, replacing any file there: links
+/// it under a temporary name in the same directory (retried until unused),
+/// then renames that over `to`. If the rename fails the temporary name is
+/// deleted.
+fn link_over(file: &File, to: &Path) -> io::Result<()> {
+    let temp = tempfile::Builder::new()
+        .prefix(&temp_prefix(to))
+        .suffix(TEMP_SUFFIX)
+        .make_in(parent_dir(to), |temp| link_unnamed(file, temp))?
+        .into_temp_path();
+    temp.persist(to).map_err(|e| e.error)
+}
+
+/// The start of a temporary name for the output `path`: `.NAME.`, so that
+/// temporaries sort beside their output and are hidden from `ls`.
+fn temp_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.")
+}
+
+/// An I/O error about the output `path` (of `meta`): [`Error::NoSpace`]
+/// when the filesystem has no room for it, else [`Error::Io`].
+fn output_error(path: &Path, meta: &ArrayMeta, action: &'static str, error: io::Error) -> Error {
+    if is_no_space(&error) {
+        Error::NoSpace {
+            path: path.to_path_buf(),
+            needed: meta.data_offset.saturating_add(meta.nbytes()),
+            action,
+            error,
+        }
+    } else {
+        Error::io(path, action, error)
+    }
+}
+
+/// True for the errors that mean the filesystem has no room for the
+/// output: full (`ENOSPC`), over a disk quota (`EDQUOT`), or past the
+/// process's file-size limit (`EFBIG`, `RLIMIT_FSIZE`).
+fn is_no_space(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+    )
 }
 
 /// The row ranges written so far, sorted and merged.
@@ -167,8 +366,7 @@ impl Coverage {
 /// before any work, rather than in the middle of a run — and writing into
 /// allocated blocks is faster on ext4 than extending a sparse file.
 /// Filesystems without `fallocate` get a sparse file (`set_len`).
-fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
     if len > 0 {
         let Ok(off_len) = libc::off_t::try_from(len) else {
             return Err(std::io::Error::from(std::io::ErrorKind::FileTooLarge));
@@ -192,16 +390,25 @@ fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
 const CONVERT_CHUNK_BYTES: usize = 1 << 20;
 
 impl ArrayWriter {
-    /// Creates the temporary output next to `path`, writes its header and
-    /// sizes it for the whole array.
+    /// Creates the unnamed output in `path`'s directory (see
+    /// [`ArrayWriter`]), writes its header and allocates its whole size.
     ///
     /// # Errors
     ///
     /// [`Error::OutputExists`] when `path` exists and overwriting is off;
-    /// [`Error::Overflow`] for a shape too large; [`Error::Io`] when the
-    /// directory is not writable or the disk is full.
+    /// [`Error::Overflow`] for a shape too large; [`Error::NoSpace`] when
+    /// the filesystem has no room for the whole output (full, over quota,
+    /// or past the file-size limit: known here, before any data is
+    /// written, wherever the filesystem supports `fallocate`);
+    /// [`Error::Io`] when the directory is missing or not writable.
     pub fn create(path: impl AsRef<Path>, spec: OutputSpec) -> Result<ArrayWriter> {
-        let path = path.as_ref();
+        ArrayWriter::create_staged(path.as_ref(), spec, true)
+    }
+
+    /// [`ArrayWriter::create`], with an unnamed file only if `unnamed` and
+    /// the system supports it (tests force the named fallback with
+    /// `unnamed = false`).
+    fn create_staged(path: &Path, spec: OutputSpec, unnamed: bool) -> Result<ArrayWriter> {
         if !spec.overwrite && path.exists() {
             return Err(Error::OutputExists {
                 path: path.to_path_buf(),
@@ -228,28 +435,43 @@ impl ArrayWriter {
             header.len() as u64,
         )?;
         let dir = parent_dir(path);
-        let stem = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let named = tempfile::Builder::new()
-            .prefix(&format!(".{stem}."))
-            .suffix(".outcore-tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(&dir, "create a temporary output in", e))?;
-        let (file, temp) = named.into_parts();
-        let io_err = |action, e| Error::io(&temp, action, e);
-        file.write_all_at(&header, 0)
-            .map_err(|e| io_err("write header", e))?;
-        preallocate(&file, meta.data_offset + meta.nbytes()).map_err(|e| io_err("allocate", e))?;
-        Ok(ArrayWriter {
+        let create_err = |e| Error::io(&dir, "create an output in this directory", e);
+        let unnamed = if unnamed {
+            create_unnamed(&dir).map_err(create_err)?
+        } else {
+            None
+        };
+        let (file, staging) = match unnamed {
+            Some(file) => (file, Staging::Unnamed),
+            None => {
+                // The mode an unnamed file gets (tempfile's default is 0o600).
+                let named = tempfile::Builder::new()
+                    .prefix(&temp_prefix(path))
+                    .suffix(TEMP_SUFFIX)
+                    .permissions(std::fs::Permissions::from_mode(0o666))
+                    .tempfile_in(&dir)
+                    .map_err(create_err)?;
+                let (file, temp) = named.into_parts();
+                (file, Staging::Named(temp))
+            }
+        };
+        let writer = ArrayWriter {
             path: path.to_path_buf(),
-            temp,
+            staging,
             file,
             meta,
             spec,
             written: Mutex::new(Coverage::default()),
-        })
+        };
+        // On error the writer is dropped here: an unnamed file vanishes, a
+        // named one is deleted.
+        writer
+            .file
+            .write_all_at(&header, 0)
+            .map_err(|e| writer.io_error("write the header", e))?;
+        preallocate(&writer.file, writer.meta.data_offset + writer.meta.nbytes())
+            .map_err(|e| writer.io_error("allocate", e))?;
+        Ok(writer)
     }
 
     /// The output's metadata (as it will read back once finished).
@@ -388,7 +610,14 @@ impl ArrayWriter {
         let offset = self.meta.data_offset + start_row * self.meta.row_bytes() as u64 + byte_offset;
         self.file
             .write_all_at(bytes, offset)
-            .map_err(|e| Error::io(&self.temp, "write", e))
+            .map_err(|e| self.io_error("write", e))
+    }
+
+    /// An I/O error about the output, by its final path:
+    /// [`Error::NoSpace`] when the filesystem has no room for it, else
+    /// [`Error::Io`].
+    fn io_error(&self, action: &'static str, error: io::Error) -> Error {
+        output_error(&self.path, &self.meta, action, error)
     }
 
     fn mismatch(&self, reason: String) -> Error {
@@ -399,15 +628,18 @@ impl ArrayWriter {
     }
 
     /// Finishes the output: checks every row was written, syncs the data
-    /// (unless turned off), renames the temporary file to the final path
-    /// and syncs the directory. Returns the output's metadata.
+    /// (unless turned off), gives the file its final name (see
+    /// [`ArrayWriter`]) and syncs the directory. Returns the output's
+    /// metadata.
     ///
     /// # Errors
     ///
     /// [`Error::WriteMismatch`] when not every row was written;
     /// [`Error::OutputExists`] when a file appeared at the path meanwhile
-    /// and overwriting is off; [`Error::Io`] when syncing or renaming fails.
-    /// On error the temporary file is removed.
+    /// and overwriting is off; [`Error::NoSpace`] when the filesystem has
+    /// no room left (data the kernel had not yet placed, or the new
+    /// directory entry); [`Error::Io`] when syncing or naming fails. On
+    /// error nothing is left under the final name or any temporary one.
     pub fn finish(self) -> Result<ArrayMeta> {
         let written = self
             .written
@@ -425,23 +657,29 @@ impl ArrayWriter {
             )));
         }
         if self.spec.fsync {
-            self.file
-                .sync_all()
-                .map_err(|e| Error::io(&self.temp, "sync", e))?;
+            self.file.sync_all().map_err(|e| self.io_error("sync", e))?;
         }
-        drop(self.file);
-        let result = if self.spec.overwrite {
-            self.temp.persist(&self.path)
-        } else {
-            self.temp.persist_noclobber(&self.path)
+        let overwrite = self.spec.overwrite;
+        let (action, result) = match self.staging {
+            Staging::Unnamed if overwrite => ("link into place", link_over(&self.file, &self.path)),
+            Staging::Unnamed => ("link into place", link_unnamed(&self.file, &self.path)),
+            // A failed persist drops (deletes) the temporary.
+            Staging::Named(temp) if overwrite => (
+                "rename into place",
+                temp.persist(&self.path).map_err(|e| e.error),
+            ),
+            Staging::Named(temp) => (
+                "rename into place",
+                temp.persist_noclobber(&self.path).map_err(|e| e.error),
+            ),
         };
         result.map_err(|e| {
-            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            if !overwrite && e.kind() == io::ErrorKind::AlreadyExists {
                 Error::OutputExists {
                     path: self.path.clone(),
                 }
             } else {
-                Error::io(&self.path, "rename into place", e.error)
+                output_error(&self.path, &self.meta, action, e)
             }
         })?;
         if self.spec.fsync {
@@ -451,5 +689,172 @@ impl ArrayWriter {
                 .map_err(|e| Error::io(&dir, "sync directory", e))?;
         }
         Ok(self.meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn spec(rows: u64) -> OutputSpec {
+        OutputSpec::raw(DType::U8, vec![rows]).fsync(false)
+    }
+
+    /// This machine has `O_TMPFILE` and `/proc`: outputs are unnamed.
+    #[test]
+    fn outputs_are_unnamed_where_the_system_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = ArrayWriter::create(dir.path().join("out"), spec(4)).unwrap();
+        assert!(matches!(writer.staging, Staging::Unnamed), "{writer:?}");
+        assert_eq!(names(dir.path()), Vec::<String>::new());
+    }
+
+    /// The named-temporary fallback (for systems without `O_TMPFILE` or
+    /// `/proc`) keeps every promise but the one about `SIGKILL`.
+    #[test]
+    fn the_named_fallback_finishes_refuses_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let named = |spec| ArrayWriter::create_staged(&path, spec, false).unwrap();
+
+        // While writing, one hidden temporary; dropped, nothing.
+        let writer = named(spec(4));
+        assert!(matches!(writer.staging, Staging::Named(_)), "{writer:?}");
+        let entries = names(dir.path());
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert!(
+            entries[0].starts_with(".out.") && entries[0].ends_with(TEMP_SUFFIX),
+            "{entries:?}"
+        );
+        writer.write_rows(0, b"ab").unwrap();
+        drop(writer);
+        assert_eq!(names(dir.path()), Vec::<String>::new());
+
+        // Finished: only the output.
+        let writer = named(spec(4));
+        writer.write_rows(0, b"abcd").unwrap();
+        writer.finish().unwrap();
+        assert_eq!(names(dir.path()), ["out"]);
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcd");
+
+        // A file appearing meanwhile is kept without overwrite...
+        std::fs::remove_file(&path).unwrap();
+        let writer = named(spec(4));
+        writer.write_rows(0, b"efgh").unwrap();
+        std::fs::write(&path, b"theirs").unwrap();
+        assert_eq!(writer.finish().unwrap_err().kind(), "output_exists");
+        assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
+        assert_eq!(names(dir.path()), ["out"]);
+
+        // ...and replaced with it.
+        let writer = named(spec(4).overwrite(true));
+        writer.write_rows(0, b"ijkl").unwrap();
+        writer.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"ijkl");
+        assert_eq!(names(dir.path()), ["out"]);
+    }
+
+    /// Outputs get the mode of any new file (0o666 less the umask), as
+    /// `np.save`'s do, by either path.
+    #[test]
+    fn outputs_have_the_usual_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        let reference = dir.path().join("reference");
+        File::create(&reference).unwrap();
+        for unnamed in [true, false] {
+            let path = dir.path().join(format!("out-{unnamed}"));
+            let writer = ArrayWriter::create_staged(&path, spec(1), unnamed).unwrap();
+            writer.write_rows(0, b"x").unwrap();
+            writer.finish().unwrap();
+            assert_eq!(mode(&path), mode(&reference), "unnamed: {unnamed}");
+        }
+    }
+
+    /// Overwriting links under a temporary name and renames it over the
+    /// output: afterwards only the output is there, with the new data.
+    #[test]
+    fn overwriting_an_unnamed_output_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        std::fs::write(&path, b"old").unwrap();
+        let writer = ArrayWriter::create(&path, spec(3).overwrite(true)).unwrap();
+        assert!(matches!(writer.staging, Staging::Unnamed), "{writer:?}");
+        writer.write_rows(0, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        writer.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["out"]);
+    }
+
+    /// The link used when `/proc` disappears after the file was created:
+    /// by descriptor (`AT_EMPTY_PATH`). It needs `CAP_DAC_READ_SEARCH`;
+    /// without it the error must say so, not pretend success.
+    #[test]
+    fn linking_by_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = create_unnamed(dir.path()).unwrap().unwrap();
+        file.write_all_at(b"data", 0).unwrap();
+        let to = dir.path().join("linked");
+        match link_by_fd(&file, &to) {
+            Ok(()) => {
+                assert_eq!(std::fs::read(&to).unwrap(), b"data");
+                // No clobbering either.
+                let err = link_by_fd(&file, &to).unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+            }
+            Err(e) => {
+                // SAFETY: geteuid has no preconditions.
+                let root = unsafe { libc::geteuid() } == 0;
+                assert!(!root, "root may link by descriptor, got {e}");
+                assert_eq!(names(dir.path()), Vec::<String>::new());
+            }
+        }
+    }
+
+    #[test]
+    fn no_space_errors_name_the_output_and_its_size() {
+        let meta = ArrayMeta::new(
+            Path::new("o.npy"),
+            vec![10],
+            DType::F64,
+            ByteOrder::NATIVE,
+            Layout::C,
+            Format::Raw,
+            0,
+        )
+        .unwrap();
+        for code in [libc::ENOSPC, libc::EDQUOT, libc::EFBIG] {
+            let err = output_error(
+                Path::new("dir/o.npy"),
+                &meta,
+                "allocate",
+                io::Error::from_raw_os_error(code),
+            );
+            assert_eq!(err.kind(), "no_space", "{err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(
+                    "dir/o.npy: no space for the output (80 bytes): cannot allocate: "
+                ),
+                "{text}"
+            );
+        }
+        let err = output_error(
+            Path::new("o.npy"),
+            &meta,
+            "write",
+            io::Error::from_raw_os_error(libc::EIO),
+        );
+        assert_eq!(err.kind(), "io", "{err}");
     }
 }

@@ -1,6 +1,8 @@
 //! `ArrayWriter`'s failure modes: nothing half-written ever appears under the
-//! final name, no temporary file outlives the writer, existing outputs are
-//! replaced only when asked, and mismatched data is refused.
+//! final name, no temporary name appears at all (the output is unnamed until
+//! finished), existing outputs are replaced only when asked, and mismatched
+//! data is refused. (`crates/cli/tests/sigkill.rs` kills a writing process;
+//! the named fallback is tested in `src/write.rs`.)
 
 mod common;
 
@@ -29,8 +31,8 @@ fn finishing_with_rows_missing_is_write_mismatch_and_leaves_nothing() {
         let path = dir.path().join("out.npy");
         let writer = ArrayWriter::create(&path, spec(vec![4, 2]).fsync(fsync)).unwrap();
         writer.write_block(0, rows(0.0, 3).view()).unwrap();
-        // The temporary output exists, under another name, while writing.
-        assert_eq!(dir_entries(dir.path()).len(), 1);
+        // The output has no name at all while it is being written.
+        assert_empty(dir.path(), "while writing");
         assert!(!path.exists());
         let err = writer.finish().unwrap_err();
         assert_eq!(err.kind(), "write_mismatch", "{err}");
@@ -47,6 +49,7 @@ fn a_writer_dropped_without_finish_leaves_nothing() {
     let path = dir.path().join("out.npy");
     let writer = ArrayWriter::create(&path, spec(vec![2, 2])).unwrap();
     writer.write_block(0, rows(0.0, 2).view()).unwrap();
+    assert_empty(dir.path(), "while writing");
     drop(writer);
     assert_empty(dir.path(), "by a dropped writer");
 

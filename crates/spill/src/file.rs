@@ -47,7 +47,7 @@ pub enum SpillError {
     },
     /// The disk has no room for the file.
     #[error(
-        "no space for a {} spill file in {dir}: {source} (free space or choose another spill directory)",
+        "no space for a {} spill file in {dir}: {error} (free space or choose another spill directory)",
         format_bytes(*requested)
     )]
     NoSpace {
@@ -55,8 +55,9 @@ pub enum SpillError {
         dir: PathBuf,
         /// Bytes requested.
         requested: u64,
-        /// What the operating system said.
-        source: io::Error,
+        /// What the operating system said (part of the message, so not
+        /// also a `source()`, which would print it twice).
+        error: io::Error,
     },
     /// Creating, writing or mapping a spill file failed.
     #[error("spill file in {dir}: cannot {op}: {source}")]
@@ -220,7 +221,7 @@ impl SpillSpace {
                 SpillError::NoSpace {
                     dir: s.dir.clone(),
                     requested: len,
-                    source,
+                    error: source,
                 }
             } else {
                 SpillError::Io {
@@ -325,11 +326,14 @@ impl SpillFile {
     pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), SpillError> {
         self.check(offset, bytes.len() as u64)?;
         self.file.write_all_at(bytes, offset).map_err(|source| {
-            if source.raw_os_error() == Some(libc::ENOSPC) {
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+            ) {
                 SpillError::NoSpace {
                     dir: self.dir().to_path_buf(),
                     requested: bytes.len() as u64,
-                    source,
+                    error: source,
                 }
             } else {
                 SpillError::Io {
