@@ -70,7 +70,9 @@ pub use crate::budget::{
 };
 pub use crate::file::{SpillError, SpillFile, SpillSpace, SpillWindow};
 pub use crate::size::{GIB, KIB, MIB, ParseSizeError, TIB, format_bytes, parse_size};
-pub use crate::sysmem::{ProcessMemory, available_memory, default_limit, process_memory};
+pub use crate::sysmem::{
+    ProcessMemory, available_memory, default_limit, process_memory, return_freed_memory,
+};
 
 mod budget;
 mod file;
