@@ -1,5 +1,6 @@
-//! The large-file benchmark: the four tasks of `shared/measurements.md` on
-//! a page-cache-resident float64 `.npy` (default 4 GiB, 2,097,152 × 256),
+//! The large-file benchmark: the tasks of `shared/measurements.md` (colsum,
+//! colstats, standardize, cast) plus median (axis 0) and sort, on a
+//! page-cache-resident float64 `.npy` (default 4 GiB, 2,097,152 × 256),
 //! each compared with this machine's own limits measured in the same run.
 //!
 //! ```sh
@@ -10,7 +11,9 @@
 //!
 //! The input is kept in `--dir` (default: `outcore-bench` under the system
 //! temporary directory) and reused by later runs of the same size; outputs
-//! are removed. Each task runs 3 times; the table gives the median.
+//! are removed. Each task runs `--runs` times (default 3; median and sort,
+//! which take tens of seconds, once unless `--runs` is given); the table
+//! gives the median. `--tasks colsum,sort` runs only those.
 //!
 //! - read limit: a plain parallel sum over a memory map of the input.
 //! - write limit: a plain parallel `pwrite` of zeroes of the output's size
@@ -31,14 +34,40 @@ type BoxError = Box<dyn std::error::Error>;
 
 /// Columns of the input, as in `shared/measurements.md`.
 const COLS: u64 = 256;
-/// Runs per task; the median is reported.
+/// Runs per task by default; the median is reported.
 const RUNS: usize = 3;
+/// The tasks, in the order they run.
+const TASKS: [&str; 6] = [
+    "colsum",
+    "colstats",
+    "standardize",
+    "cast",
+    "median",
+    "sort",
+];
 
 struct Args {
     size: u64,
     dir: PathBuf,
     memory_limit: u64,
     threads: usize,
+    /// Runs per task (`None`: [`RUNS`], one for median and sort).
+    runs: Option<usize>,
+    tasks: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, task: &str) -> usize {
+        self.runs.unwrap_or(if matches!(task, "median" | "sort") {
+            1
+        } else {
+            RUNS
+        })
+    }
+
+    fn wants(&self, task: &str) -> bool {
+        self.tasks.iter().any(|t| t == task)
+    }
 }
 
 fn main() {
@@ -53,6 +82,8 @@ fn parse_args() -> Result<Args, BoxError> {
     let mut dir = std::env::temp_dir().join("outcore-bench");
     let mut memory_limit = "256MiB".to_string();
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut runs = None;
+    let mut tasks: Vec<String> = TASKS.iter().map(|t| t.to_string()).collect();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -61,6 +92,13 @@ fn parse_args() -> Result<Args, BoxError> {
             "--dir" => dir = PathBuf::from(value()?),
             "--memory-limit" => memory_limit = value()?,
             "--threads" => threads = value()?.parse()?,
+            "--runs" => runs = Some(value()?.parse::<usize>()?.max(1)),
+            "--tasks" => {
+                tasks = value()?.split(',').map(str::to_string).collect();
+                if let Some(t) = tasks.iter().find(|t| !TASKS.contains(&t.as_str())) {
+                    return Err(format!("unknown task {t} (tasks: {})", TASKS.join(",")).into());
+                }
+            }
             // `cargo bench` passes `--bench` to every bench binary.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
@@ -71,6 +109,8 @@ fn parse_args() -> Result<Args, BoxError> {
         dir,
         memory_limit: parse_size(&memory_limit)?,
         threads: threads.max(1),
+        runs,
+        tasks,
     })
 }
 
@@ -98,23 +138,75 @@ fn run() -> Result<(), BoxError> {
         .overwrite(true)
         .build()?;
     let x = engine.open(&input)?;
-    let z_path = args.dir.join("standardized.npy");
-    let c_path = args.dir.join("cast-f32.npy");
 
-    let colsum = measure(|| Ok(engine.compute_with_report(x.sum(0))?.1))?;
-    let colstats = measure(|| Ok(engine.compute_with_report((x.mean(0), x.std(0, 0)))?.1))?;
+    let fsync_engine = Engine::builder()
+        .memory_limit(args.memory_limit)
+        .threads(args.threads)
+        .overwrite(true)
+        .build()?;
+    let out_path = args.dir.join("large-file-out.npy");
     let z = (&x - &x.mean(0)) / &x.std(0, 0);
-    let standardize = measure(|| Ok(engine.write_npy(&z, &z_path)?))?;
-    let z_bytes = std::fs::metadata(&z_path)?.len();
-    std::fs::remove_file(&z_path)?;
-    let cast = measure(|| Ok(engine.write_npy(&x.cast(DType::F32), &c_path)?))?;
-    let c_bytes = std::fs::metadata(&c_path)?.len();
-    std::fs::remove_file(&c_path)?;
-
-    // The write limits, for the same output sizes.
-    let scratch = args.dir.join("write-limit.tmp");
-    let z_write = median_secs(|| plain_write(&scratch, z_bytes, args.threads))?;
-    let c_write = median_secs(|| plain_write(&scratch, c_bytes, args.threads))?;
+    let cast = x.cast(DType::F32);
+    let sorted = x.sort();
+    // (task, figures, bytes written) in the order they ran.
+    let mut done: Vec<(&str, Measured, Option<u64>)> = Vec::new();
+    for &task in &TASKS {
+        if !args.wants(task) {
+            continue;
+        }
+        let runs = args.runs(task);
+        let write = |e: &Engine, what: &outcore::Expr| -> Result<RunReport, BoxError> {
+            Ok(e.write_npy(what, &out_path)?)
+        };
+        let (name, m, out): (&str, Measured, Option<u64>) = match task {
+            "colsum" => (
+                task,
+                measure(runs, || Ok(engine.compute_with_report(x.sum(0))?.1))?,
+                None,
+            ),
+            "colstats" => (
+                task,
+                measure(runs, || {
+                    Ok(engine.compute_with_report((x.mean(0), x.std(0, 0)))?.1)
+                })?,
+                None,
+            ),
+            "median" => (
+                task,
+                measure(runs, || Ok(engine.compute_with_report(x.median(0))?.1))?,
+                None,
+            ),
+            "standardize" | "cast" | "sort" => {
+                let what = match task {
+                    "standardize" => &z,
+                    "cast" => &cast,
+                    _ => &sorted,
+                };
+                let m = measure(runs, || write(&engine, what))?;
+                let bytes = std::fs::metadata(&out_path)?.len();
+                std::fs::remove_file(&out_path)?;
+                if task != "sort" {
+                    // The fsync'd default, once, beside the page-cache figure.
+                    let f = measure(1, || write(&fsync_engine, what))?;
+                    std::fs::remove_file(&out_path)?;
+                    done.push((task, m, Some(bytes)));
+                    (
+                        if task == "cast" {
+                            "cast, fsync'd"
+                        } else {
+                            "standardize, fsync'd"
+                        },
+                        f,
+                        Some(bytes),
+                    )
+                } else {
+                    (task, m, Some(bytes))
+                }
+            }
+            _ => unreachable!("tasks are checked when parsed"),
+        };
+        done.push((name, m, out));
+    }
 
     println!(
         "\ninput: {} float64 ({rows} × {COLS}) at {} (kept for reuse)",
@@ -122,24 +214,20 @@ fn run() -> Result<(), BoxError> {
         input.display()
     );
     println!(
-        "threads: {}, memory limit: {}, median of {RUNS} runs, input in the page cache\n",
+        "threads: {}, memory limit: {}, median of the runs shown, input in the page cache\n",
         args.threads,
         format_bytes(args.memory_limit)
     );
     println!(
-        "| task | median s | GB/s of input | × read limit | peak RSS | peak reserved | memory limit |"
+        "| task | runs | median s | GB/s of input | × read limit | peak RSS | peak reserved | memory limit |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    println!("| read limit (mmap sum) | {read_secs:.3} | {read_gbs:.2} | 1.00 | | | |");
-    for (name, m) in [
-        ("colsum", &colsum),
-        ("colstats", &colstats),
-        ("standardize", &standardize),
-        ("cast f64→f32", &cast),
-    ] {
+    println!("|---|---|---|---|---|---|---|---|");
+    println!("| read limit (mmap sum) | {RUNS} | {read_secs:.3} | {read_gbs:.2} | 1.00 | | | |");
+    for (name, m, _) in &done {
         let g = gbs(nbytes, m.secs);
         println!(
-            "| {name} | {:.3} | {g:.2} | {:.2} | {} | {} | {} |",
+            "| {name} | {} | {:.3} | {g:.2} | {:.2} | {} | {} | {} |",
+            m.runs,
             m.secs,
             g / read_gbs,
             m.peak_rss.map_or("n/a".into(), format_bytes),
@@ -147,25 +235,28 @@ fn run() -> Result<(), BoxError> {
             format_bytes(args.memory_limit),
         );
     }
-    println!("\nwrite targets (plain pwrite of the output's bytes to the page cache, same run):");
-    for (name, m, bytes, w) in [
-        ("standardize", &standardize, z_bytes, z_write),
-        ("cast f64→f32", &cast, c_bytes, c_write),
-    ] {
+
+    // The write targets: a plain write of each output's bytes, same run.
+    let scratch = args.dir.join("write-limit.tmp");
+    let mut header = false;
+    for (name, m, bytes) in &done {
+        let Some(bytes) = *bytes else { continue };
+        if !header {
+            println!(
+                "\nwrite targets: task ÷ (one read pass + a plain pwrite of the output's bytes to the page cache, same run)"
+            );
+            header = true;
+        }
+        let w = median_secs(|| plain_write(&scratch, bytes, args.threads))?;
         println!(
-            "  {name}: writes {} — plain write {w:.3} s ({:.2} GB/s); task {:.3} s = {:.2}× the plain write{}",
+            "  {name}: writes {} — plain write {w:.3} s ({:.2} GB/s); task {:.3} s = {:.2}× (read + write = {:.3} s)",
             format_bytes(bytes),
             gbs(bytes, w),
             m.secs,
-            m.secs / w,
-            if name == "standardize" {
-                " (the task also makes a statistics pass)"
-            } else {
-                ""
-            },
+            m.secs / (read_secs + w),
+            read_secs + w,
         );
     }
-    println!("\nmedian / sort: not implemented yet; no figures.");
     Ok(())
 }
 
@@ -206,14 +297,19 @@ struct Measured {
     peak_rss: Option<u64>,
     /// Largest `peak_reserved` of the runs.
     peak_reserved: u64,
+    /// Runs made.
+    runs: usize,
 }
 
-/// Runs `task` [`RUNS`] times, resetting the process's peak RSS first.
-fn measure(mut task: impl FnMut() -> Result<RunReport, BoxError>) -> Result<Measured, BoxError> {
-    let mut times = Vec::with_capacity(RUNS);
+/// Runs `task` `runs` times, resetting the process's peak RSS first.
+fn measure(
+    runs: usize,
+    mut task: impl FnMut() -> Result<RunReport, BoxError>,
+) -> Result<Measured, BoxError> {
+    let mut times = Vec::with_capacity(runs);
     let mut peak_rss = None;
     let mut peak_reserved = 0;
-    for _ in 0..RUNS {
+    for _ in 0..runs {
         reset_peak_rss();
         let t = Instant::now();
         let report = task()?;
@@ -225,6 +321,7 @@ fn measure(mut task: impl FnMut() -> Result<RunReport, BoxError>) -> Result<Meas
         secs: median(times),
         peak_rss,
         peak_reserved,
+        runs,
     })
 }
 
