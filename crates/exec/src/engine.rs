@@ -52,6 +52,9 @@ pub struct EngineBuilder {
     spill_quota: Option<u64>,
     quantile_method: QuantileMethod,
     cancel: CancelToken,
+    /// Leave the C allocator's settings alone (see
+    /// [`EngineBuilder::return_freed_memory`]).
+    keep_allocator: bool,
 }
 
 impl EngineBuilder {
@@ -134,6 +137,16 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether building the engine asks the C allocator to give large freed
+    /// blocks back to the system at once ([`outcore_spill::return_freed_memory`],
+    /// a process-wide setting on glibc), so that the process's RSS follows
+    /// the memory the engine holds rather than what its threads once held.
+    /// By default, true.
+    pub fn return_freed_memory(mut self, yes: bool) -> EngineBuilder {
+        self.keep_allocator = !yes;
+        self
+    }
+
     /// How quantiles and medians are found (by default
     /// [`QuantileMethod::Auto`]: radix selection, falling back to the
     /// external sort when its histograms do not fit the budget).
@@ -190,6 +203,9 @@ impl EngineBuilder {
     ///
     /// [`Error::ThreadPool`] when the thread pool cannot start.
     pub fn build(self) -> Result<Engine> {
+        if !self.keep_allocator {
+            outcore_spill::return_freed_memory();
+        }
         let budget = match self.budget {
             Some(b) => b,
             None => MemoryBudget::new(
@@ -1560,6 +1576,11 @@ impl Engine {
             }
             let cols = frame.cols;
             let machine = &mut machines[f];
+            // Rows of each store already handed to its file: written and
+            // spilled rows leave in pieces of about FLUSH_BYTES, while they
+            // are still in the cache, rather than once the whole block is
+            // done (which would read them back from memory).
+            let mut flushed = vec![0usize; pass.stores.len()];
             for_tiles(rows, cols, |r0, r1| -> Result<()> {
                 machine.run(&frame.prog, &inputs, r0, r1, cols)?;
                 for &k in &users_reduce {
@@ -1581,6 +1602,19 @@ impl Engine {
                         s.dtype,
                         &mut bytes[r0 * cols * isz..r1 * cols * isz],
                     );
+                    let from = flushed[k];
+                    if (r1 - from) * cols * isz >= FLUSH_BYTES || r1 == rows {
+                        let piece = &mut bytes[from * cols * isz..r1 * cols * isz];
+                        let first_row = rb.first_row + from as u64;
+                        match &dests[k] {
+                            Dest::Write(w) => w.write_native_rows(first_row, piece)?,
+                            Dest::Spill(file) => {
+                                file.write_at(first_row * (cols * isz) as u64, piece)?
+                            }
+                            Dest::Collect | Dest::Aggregate(_) => {}
+                        }
+                        flushed[k] = r1;
+                    }
                 }
                 Ok(())
             })?;
@@ -1593,16 +1627,8 @@ impl Engine {
             let bytes: &[u8] = &bytemuck::cast_slice(&outs[k])[..len];
             let mut state = None;
             match &dests[k] {
-                Dest::Write(w) => {
-                    let len = bytes.len();
-                    let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut outs[k])[..len];
-                    w.write_native_rows(rb.first_row, bytes)?;
-                    collected.push(None);
-                }
-                Dest::Spill(f) => {
-                    f.write_at(rb.first_row * (cols * s.dtype.itemsize()) as u64, bytes)?;
-                    collected.push(None);
-                }
+                // Written piece by piece above, as the tiles were computed.
+                Dest::Write(_) | Dest::Spill(_) => collected.push(None),
                 Dest::Collect => {
                     let mut c = Collector::with_capacity(s.dtype, rows * cols);
                     c.extend_from_bytes(bytes);
@@ -1662,6 +1688,11 @@ fn store_row_bytes(req: &PassRequest) -> Vec<u64> {
         .map(|(e, d)| e.extent.row_len() as u64 * d.itemsize() as u64)
         .collect()
 }
+
+/// Bytes of a store's output gathered before they are written to its file
+/// (or spill file): small enough to still be in the cache when `pwrite`
+/// copies them, large enough that the system calls cost nothing.
+const FLUSH_BYTES: usize = 512 << 10;
 
 /// Calls `f(r0, r1)` for consecutive tiles of whole rows.
 fn for_tiles(
