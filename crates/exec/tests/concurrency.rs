@@ -362,7 +362,7 @@ fn run_phase(
         reference.clone(),
     );
     let watched_budget = budget.clone();
-    let done = with_watchdog(Duration::from_secs(120), move || {
+    let done = with_watchdog(Duration::from_secs(240), move || {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (budget, pool, dirs, reference) = (
