@@ -17,8 +17,8 @@
 //!   released (and its pages dropped from RSS) when it is dropped;
 //!   [`Block::check`] after reading a mapped block reports an input
 //!   truncated under it (no SIGBUS).
-//! * [`ArrayWriter`] / [`OutputSpec`] — an output filled by blocks and
-//!   renamed into place only when complete.
+//! * [`ArrayWriter`] / [`OutputSpec`] — an output filled by blocks,
+//!   unnamed until complete, then linked into place.
 //! * [`DType`], [`ByteOrder`], [`Element`] — element types at run time and
 //!   their Rust counterparts; [`with_dtype!`] bridges the two.
 //! * [`synth`] — reproducible synthetic data for tests and benchmarks.
