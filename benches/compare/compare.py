@@ -2,8 +2,11 @@
 
 Run through ``run.sh`` (it makes the venv and builds outcore). Every
 implementation runs each task in its own process, so peak RSS is that
-process's own (``wait4``'s ``ru_maxrss``, which counts touched file-mapped
-pages, as the OOM killer does). Seconds are measured inside the process
+process's own: its ``VmHWM`` (``/proc/self/status``) when the task ends,
+which counts touched file-mapped pages, as the OOM killer does; outcore
+reports the same figure as ``peak_rss_bytes``. (A child's ``ru_maxrss``
+from ``wait4`` would not do: Linux carries the parent's RSS at ``fork``
+into it.) Seconds are measured inside the process
 around the task alone (no interpreter start-up or imports; outcore's are its
 JSON ``seconds``). The median of ``--runs`` runs is reported; RSS is the
 largest. The input is read once before the first run so that every run
@@ -69,6 +72,15 @@ def fmt_bytes(n: float) -> str:
 # --------------------------------------------------------------------------
 # Workers: one task of one Python implementation, in its own process.
 # --------------------------------------------------------------------------
+
+def peak_rss() -> int:
+    """This process's peak resident set (VmHWM), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
 
 def worker(impl: str, task: str, path: str, out: str, limit: int) -> float:
     import numpy as np
@@ -188,26 +200,19 @@ def dask_task(np, path: str, rows: int, cols: int, task: str, out: str) -> None:
 # The driver.
 # --------------------------------------------------------------------------
 
-def run_child(cmd: list[str], timeout: float) -> tuple[int, str, str, int]:
-    """Runs `cmd`; returns (status, stdout, stderr, peak RSS in bytes)."""
+def run_child(cmd: list[str], timeout: float) -> tuple[int, str, str]:
+    """Runs `cmd`; returns (exit code or -1 on timeout, stdout, stderr)."""
     with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
         p = subprocess.Popen(cmd, stdout=so, stderr=se)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                p.kill()
-                pid, status, usage = os.wait4(p.pid, 0)
-                status = -1
-                break
-            time.sleep(0.01)
-        p.returncode = 0  # reaped by wait4 above
+        try:
+            code = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            code = -1
         so.seek(0)
         se.seek(0)
-        code = os.waitstatus_to_exitcode(status) if status != -1 else -1
-        return code, so.read().decode(), se.read().decode(), usage.ru_maxrss * 1024
+        return code, so.read().decode(), se.read().decode()
 
 
 def outcore_cmd(binary: str, task: str, path: str, out: str, limit: int, fsync: bool):
@@ -236,29 +241,28 @@ def one_run(args, impl: str, task: str, path: str, out: str):
     else:
         cmd = [sys.executable, __file__, "--worker", impl, task, path, out,
                "--memory-limit", str(args.memory_limit)]
-    code, stdout, stderr, rss = run_child(cmd, args.timeout)
+    code, stdout, stderr = run_child(cmd, args.timeout)
     if os.path.exists(out):
         os.remove(out)
     if code != 0:
         why = "timeout" if code == -1 else (stderr.strip().splitlines() or [f"exit {code}"])[-1]
         return None, why
     if impl.startswith("outcore"):
-        secs = json.loads(stdout)["seconds"]
-    else:
-        secs = float(stdout.strip().splitlines()[-1])
-    return (secs, rss), None
+        report = json.loads(stdout)
+        return (report["seconds"], report["peak_rss_bytes"]), None
+    secs, rss = stdout.strip().splitlines()[-1].split()
+    return (float(secs), int(rss)), None
 
 
 def ensure_input(args) -> str:
     rows = max(1, args.size // (COLS * 8))
     os.makedirs(args.dir, exist_ok=True)
     path = os.path.join(args.dir, f"x-f64-{rows}x{COLS}.npy")
-    import numpy as np
-    try:
-        x = np.load(path, mmap_mode="r")
-        ok = x.dtype == np.float64 and x.shape == (rows, COLS)
-    except (OSError, ValueError):
-        ok = False
+    info = subprocess.run([args.outcore, "info", path, "--json"], capture_output=True, text=True)
+    ok = False
+    if info.returncode == 0:
+        meta = json.loads(info.stdout)
+        ok = meta.get("dtype") == "float64" and meta.get("shape") == [rows, COLS]
     if not ok:
         print(f"generating {fmt_bytes(rows * COLS * 8)} of float64 ({rows} × {COLS}) at {path}")
         subprocess.run([args.outcore, "gen", path, "--shape", f"{rows},{COLS}", "--dtype", "f64",
@@ -288,7 +292,8 @@ def main() -> None:
 
     if args.worker:
         impl, task, path, out = args.worker
-        print(worker(impl, task, path, out, args.memory_limit))
+        secs = worker(impl, task, path, out, args.memory_limit)
+        print(secs, peak_rss())
         return
     if not args.outcore:
         ap.error("--outcore is required (run.sh passes it)")
@@ -299,12 +304,13 @@ def main() -> None:
         if t not in TASKS:
             ap.error(f"unknown task {t} (expected {', '.join(TASKS)})")
 
-    import numpy as np
-    import dask
+    versions = subprocess.run(
+        [sys.executable, "-c", "import numpy, dask; print(numpy.__version__, dask.__version__)"],
+        capture_output=True, text=True, check=True).stdout.split()
     path = ensure_input(args)
     nbytes = os.path.getsize(path)
     out = os.path.join(args.dir, "compare-out.npy")
-    print(f"NumPy {np.__version__}, Dask {dask.__version__}, {os.cpu_count()} CPUs, "
+    print(f"NumPy {versions[0]}, Dask {versions[1]}, {os.cpu_count()} CPUs, "
           f"outcore memory limit {fmt_bytes(args.memory_limit)}, median of {args.runs} runs")
 
     rows = []
