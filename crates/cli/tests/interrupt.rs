@@ -3,12 +3,13 @@
 //! file), a second signal kills at once, and an input truncated while the
 //! command reads it is an error naming the file, never a crash.
 //!
-//! No timing is assumed. Each run is stopped (`SIGSTOP`) once it is seen
-//! working — it has written part of its output or spill files (`wchar` in
-//! `/proc/PID/io`), or mapped a window of its input (`/proc/PID/maps`) —
-//! and what the test does to it (a signal, a truncation) happens while it
-//! is stopped, before it is continued. A run that completed before it
-//! could be stopped fails the test: it would have proved nothing.
+//! No timing is assumed. Each run is stepped: let go for a moment, stopped
+//! (`SIGSTOP`) and looked at, again and again, until it is seen working —
+//! it has written part of its output or spill files (`wchar` in
+//! `/proc/PID/io`), or mapped a window of its input (`/proc/PID/maps`).
+//! What the test does to it (a signal, a truncation) happens while it is
+//! stopped there, before it is continued. A run that completed before it
+//! was caught fails the test: it would have proved nothing.
 
 mod common;
 
@@ -67,18 +68,51 @@ impl Running {
         );
     }
 
-    /// Stops the process and waits until every thread is stopped.
-    fn stop(&mut self) {
+    /// Stops the process and waits until every thread is stopped; false
+    /// if it has exited instead.
+    fn stop(&mut self) -> bool {
         self.signal(libc::SIGSTOP);
         let deadline = Instant::now() + TIMEOUT;
         while !self.all_threads_stopped() {
-            assert!(
-                self.exited().is_none(),
-                "{}: exited while stopping",
-                self.what
-            );
+            if self.exited().is_some() {
+                return false;
+            }
             assert!(Instant::now() < deadline, "{}: never stopped", self.what);
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        true
+    }
+
+    /// Lets the process run in short slices, stopped after each one, until
+    /// `ready` (called while it is stopped, with its pid) holds; returns
+    /// with the process stopped. So the test sees the run at many points
+    /// of its progress, however fast it goes and however loaded the
+    /// machine is, and what it then does happens at a known point.
+    ///
+    /// # Panics
+    ///
+    /// When the run exits first: it was too short to be caught.
+    fn step_until(&mut self, mut ready: impl FnMut(u32) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if !self.stop() {
+                let status = self.child.wait().unwrap();
+                let mut stderr = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut stderr).unwrap();
+                }
+                panic!(
+                    "{} finished ({status}, {stderr:?}) before it was caught mid-run: make \
+                     the input bigger",
+                    self.what
+                );
+            }
+            if ready(self.pid()) {
+                return;
+            }
+            self.signal(libc::SIGCONT);
+            assert!(Instant::now() < deadline, "{}: never got there", self.what);
+            std::thread::sleep(Duration::from_micros(100));
         }
     }
 
@@ -177,25 +211,7 @@ fn interrupt_mid_write(
     sig: i32,
 ) -> (ExitStatus, String) {
     let mut run = Running::spawn(root, args, Stdio::piped());
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(status) = run.exited() {
-            let (_, stderr) = run.finish();
-            panic!(
-                "{args:?} finished ({status}, {stderr:?}) before it wrote {threshold} bytes: \
-                 make the input bigger"
-            );
-        }
-        if io_field(run.pid(), "wchar").is_some_and(|w| w >= threshold) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{args:?} never wrote {threshold} bytes"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    run.stop();
+    run.step_until(|pid| io_field(pid, "wchar").is_some_and(|w| w >= threshold));
     // Stopped and not exited: the run is demonstrably in the middle. The
     // signal is delivered as it continues.
     run.signal(sig);
@@ -219,6 +235,7 @@ fn assert_stopped_cleanly(root: &Path, status: ExitStatus, stderr: &str, sig: i3
 /// Rows of the interrupted inputs: 32 MiB of float64.
 const ROWS: u64 = 1 << 16;
 const BYTES: u64 = ROWS * 64 * 8;
+const MIB: u64 = 1 << 20;
 
 #[test]
 fn sigint_stops_a_sort_cleanly() {
@@ -244,7 +261,7 @@ fn sigint_stops_a_sort_cleanly() {
 #[test]
 fn sigterm_stops_standardize_and_cumsum_cleanly() {
     let (_dir, root) = setup(ROWS);
-    // Standardize writes in its second pass; stopped an eighth into it.
+    // Standardize writes in its second pass; stopped a MiB into it.
     let args = [
         "standardize",
         "x.npy",
@@ -255,7 +272,7 @@ fn sigterm_stops_standardize_and_cumsum_cleanly() {
         "1",
         "--no-fsync",
     ];
-    let (status, stderr) = interrupt_mid_write(&root, &args, BYTES / 8, libc::SIGTERM);
+    let (status, stderr) = interrupt_mid_write(&root, &args, MIB, libc::SIGTERM);
     assert_stopped_cleanly(&root, status, &stderr, libc::SIGTERM, "SIGTERM");
 
     let args = [
@@ -268,7 +285,7 @@ fn sigterm_stops_standardize_and_cumsum_cleanly() {
         "2",
         "--no-fsync",
     ];
-    let (status, stderr) = interrupt_mid_write(&root, &args, BYTES / 8, libc::SIGINT);
+    let (status, stderr) = interrupt_mid_write(&root, &args, MIB, libc::SIGINT);
     assert_stopped_cleanly(&root, status, &stderr, libc::SIGINT, "SIGINT");
 }
 
@@ -289,7 +306,7 @@ fn signals_stop_gen_cleanly() {
         "--no-fsync",
     ];
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
-        let (status, stderr) = interrupt_mid_write(&root, &args, BYTES / 8, sig);
+        let (status, stderr) = interrupt_mid_write(&root, &args, MIB, sig);
         assert_eq!(status.code(), Some(128 + sig), "{status}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
         assert!(
@@ -372,46 +389,34 @@ fn a_second_signal_kills_at_once() {
 }
 
 /// Runs `outcore ARGS` in `root`, stops it once it has mapped a window of
-/// `input` and only the first half of the file is mapped, truncates the
-/// input to half while it is stopped, continues it and returns its exit
-/// status and stderr.
+/// `input`, truncates the input while it is stopped — to half, or just
+/// past the windows mapped if it is already further — continues it and
+/// returns its exit status and stderr.
 fn truncate_mid_read(root: &Path, args: &[&str], input: &Path) -> (ExitStatus, String) {
     let len = std::fs::metadata(input).unwrap().len();
-    let half = len / 2;
+    let mut cut = len / 2;
     let mut run = Running::spawn(root, args, Stdio::null());
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(status) = run.exited() {
-            let (_, stderr) = run.finish();
-            panic!(
-                "{args:?} finished ({status}, {stderr:?}) before it was seen reading: \
-                 make the input bigger"
-            );
-        }
-        if !mapped_windows(run.pid(), input).is_empty() {
-            run.stop();
-            let windows = mapped_windows(run.pid(), input);
-            if !windows.is_empty() {
-                let end = windows.iter().map(|(o, l)| o + l).max().unwrap();
-                assert!(
-                    end <= half,
-                    "{args:?} read past half the input ({end} of {len} bytes) before it \
-                     was stopped: make the input bigger or the blocks smaller"
-                );
-                break;
-            }
-            // Between two windows: look again.
-            run.signal(libc::SIGCONT);
-        }
-        assert!(Instant::now() < deadline, "{args:?} never mapped its input");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // Stopped while reading the first half: the second half is lost.
+    run.step_until(|pid| {
+        let windows = mapped_windows(pid, input);
+        let Some(end) = windows.iter().map(|(o, l)| o + l).max() else {
+            return false;
+        };
+        // Blocks past the cut are still to be read (the last sixteenth
+        // is more than two blocks at these sizes).
+        assert!(
+            end < len - len / 16,
+            "{args:?} was at the end of its input ({end} of {len} bytes) when it was \
+             caught: make the input bigger or the blocks smaller"
+        );
+        cut = cut.max(end);
+        true
+    });
+    // Stopped while reading before `cut`: what lies past it is lost.
     std::fs::OpenOptions::new()
         .write(true)
         .open(input)
         .unwrap()
-        .set_len(half)
+        .set_len(cut)
         .unwrap();
     run.signal(libc::SIGCONT);
     run.finish()
