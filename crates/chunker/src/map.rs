@@ -120,8 +120,18 @@ pub(crate) fn map_window(file: &Arc<File>, offset: u64, len: usize) -> io::Resul
         return Ok(None);
     };
     // Blocks are read front to back once: ask for aggressive read-ahead.
-    // Advice is a hint; failing to give it changes nothing but speed.
+    // Then fault the whole window in now (Linux 5.14+), on the thread that
+    // maps it — the engine's reader stage — so that the workers find the
+    // pages mapped and, for a file not in the page cache, the disk reads
+    // overlap their work on earlier blocks: 32 GiB from disk (larger than
+    // RAM) took 62 s instead of 71 s (`dd`: 52 s), a cached 1 GiB colsum
+    // ~8% less. The window's bytes are reserved in the budget either way.
+    // Advice is a hint; failing to give it (an older kernel, or a file
+    // truncated meanwhile, which the guard handles on reading) changes
+    // nothing but speed.
     let _ = map.advise(Advice::Sequential);
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(Advice::PopulateRead);
     Ok(Some(Window {
         slot,
         map,
