@@ -296,7 +296,7 @@ pub(crate) struct OutputArgs {
     #[arg(long)]
     pub(crate) force: bool,
 
-    /// Do not fsync the output before renaming it into place (faster for
+    /// Do not fsync the output before linking it into place (faster for
     /// scratch files that need not survive a power cut).
     #[arg(long)]
     pub(crate) no_fsync: bool,

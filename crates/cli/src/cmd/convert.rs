@@ -2,7 +2,7 @@
 //! file, with bounded memory.
 //!
 //! The input is streamed in blocks, each cast and written at its offset in
-//! a temporary file beside the output, which is renamed into place when
+//! an unnamed file in the output's directory, linked into place when
 //! complete. [`write()`] is shared with `standardize`, which writes another
 //! expression the same way.
 
@@ -24,8 +24,8 @@ use crate::output;
                   --memory-limit. Floats narrow to the nearest value (overflowing to \
                   +-inf); floats to integers truncate toward zero and saturate (NaN -> 0); \
                   integers narrow by wrapping; anything to bool is x != 0. OUT is written \
-                  to a temporary file beside it and renamed into place when complete: it \
-                  never exists half-written.\n\n\
+                  to an unnamed file in its directory and linked into place when complete: \
+                  it never exists half-written, even after a kill.\n\n\
                   With --json, prints one JSON object with the keys path, out, dtype_in, \
                   dtype, shape, seconds, passes, blocks, bytes_read, bytes_written, \
                   peak_reserved_bytes, peak_rss_bytes, memory_limit_bytes and threads. \

@@ -26,8 +26,8 @@ use crate::output;
                   Blocks are generated and written by --threads threads, so memory stays \
                   at about threads x block size. Each element is a function of the seed \
                   and its index only: the same seed writes the same bytes whatever the \
-                  thread count or block size. The output is written to a temporary file \
-                  beside OUT and renamed into place when complete; Ctrl-C (SIGINT) or \
+                  thread count or block size. The output is an unnamed file in OUT's \
+                  directory until complete, then linked into place; Ctrl-C (SIGINT) or \
                   SIGTERM stops it between blocks and leaves nothing.\n\n\
                   With --json, prints one JSON object with the keys path, format, shape, \
                   dtype, byte_order, dist, seed, threads, block_bytes, nbytes (data \
@@ -77,7 +77,7 @@ pub(crate) struct Args {
           value_parser = args::parse_nonzero_size)]
     block_size: u64,
 
-    /// Do not fsync the output before renaming it into place (faster for
+    /// Do not fsync the output before linking it into place (faster for
     /// scratch files that need not survive a power cut).
     #[arg(long)]
     no_fsync: bool,

@@ -51,8 +51,8 @@ pub(crate) const SORT_LONG: &str = "Sort every column of an array (np.sort(x, ax
      externally: sorted runs are written to unnamed spill files (--spill-dir), merged \
      k ways at a time (in several levels when the limit is small), and written back as \
      rows. The spill files need up to twice the array's size on disk; nothing is left \
-     behind, even after a kill. OUT is written to a temporary file beside it and \
-     renamed into place when complete.\n\n\
+     behind, even after a kill. OUT is written to an unnamed file in its directory and \
+     linked into place when complete.\n\n\
      With --json, prints one JSON object with the keys path, out, dtype_in, dtype, \
      shape, seconds, passes, blocks, bytes_read, bytes_written, bytes_spilled, \
      peak_reserved_bytes, peak_rss_bytes, memory_limit_bytes and threads. With \
@@ -66,8 +66,8 @@ pub(crate) const CUMSUM_LONG: &str = "Cumulative sum down the rows (np.cumsum(x,
      Result dtypes as NumPy: bool and signed integers give int64, unsigned integers \
      uint64, floats keep their type and NumPy's row-by-row rounding (bit for bit). An \
      integer total that overflows is an error (NumPy wraps silently). One pass: blocks \
-     are read in parallel and summed in row order with a carry. OUT is written to a \
-     temporary file beside it and renamed into place when complete.\n\n\
+     are read in parallel and summed in row order with a carry. OUT is written to an \
+     unnamed file in its directory and linked into place when complete.\n\n\
      With --json, prints one JSON object with the keys of `outcore sort --json`.";
 
 /// Which operator to run.

@@ -27,8 +27,8 @@ use crate::cmd::convert::{self, Job};
                   Integer and bool inputs are computed in float64; float inputs at their \
                   own precision or wider, then cast to --dtype. A constant column (std 0) \
                   gives NaN, as in NumPy (0/0); with ddof >= the number of rows, std is \
-                  NaN and so is every value. OUT is written to a temporary file beside it \
-                  and renamed into place when complete.\n\n\
+                  NaN and so is every value. OUT is written to an unnamed file in its \
+                  directory and linked into place when complete.\n\n\
                   With --json, prints one JSON object with the keys path, out, dtype_in, \
                   dtype, shape, ddof, seconds, passes, blocks, bytes_read, bytes_written, \
                   peak_reserved_bytes, peak_rss_bytes, memory_limit_bytes and threads. \
