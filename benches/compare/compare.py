@@ -8,8 +8,8 @@ reports the same figure as ``peak_rss_bytes``. (A child's ``ru_maxrss``
 from ``wait4`` would not do: Linux carries the parent's RSS at ``fork``
 into it.) Seconds are measured inside the process
 around the task alone (no interpreter start-up or imports; outcore's are its
-JSON ``seconds``). The median of ``--runs`` runs is reported; RSS is the
-largest. The input is read once before the first run so that every run
+JSON ``seconds``). The median of ``--runs`` runs (default 3; 1 for median
+and sort) is reported; RSS is the largest. The input is read once before the first run so that every run
 finds it in the page cache. No output is fsync'd except outcore's
 "fsync" rows (its default), shown beside the others.
 
@@ -283,7 +283,8 @@ def main() -> None:
     ap.add_argument("--size", default=os.environ.get("OUTCORE_BENCH_SIZE", "4GiB"))
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "outcore-bench"))
     ap.add_argument("--memory-limit", default="256MiB")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=None,
+                    help="runs per task (default 3; median and sort, which take tens of seconds, 1)")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--impls", default=",".join(IMPLS + ["outcore fsync"]))
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
@@ -311,7 +312,8 @@ def main() -> None:
     nbytes = os.path.getsize(path)
     out = os.path.join(args.dir, "compare-out.npy")
     print(f"NumPy {versions[0]}, Dask {versions[1]}, {os.cpu_count()} CPUs, "
-          f"outcore memory limit {fmt_bytes(args.memory_limit)}, median of {args.runs} runs")
+          f"outcore memory limit {fmt_bytes(args.memory_limit)}, "
+          f"median of {args.runs or '3 runs (median and sort: 1)'}{' runs' if args.runs else ''}")
 
     rows = []
     for task in tasks:
@@ -323,7 +325,8 @@ def main() -> None:
                 results[impl] = (None, "n/a: dask.array has no sort")
                 continue
             times, peak, why = [], 0, None
-            for _ in range(args.runs):
+            runs = args.runs or (1 if task in ("median", "sort") else 3)
+            for _ in range(runs):
                 r, why = one_run(args, impl, task, path, out)
                 if r is None:
                     break
