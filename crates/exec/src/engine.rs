@@ -1535,8 +1535,15 @@ impl Engine {
         // Output buffers, 8-aligned so any dtype can be stored in place;
         // every byte used is overwritten below.
         let Scratch { machines, outs } = scratch;
-        for (s, out) in pass.stores.iter().zip(outs.iter_mut()) {
-            let words = (rows * pass.frames[s.frame].cols * s.dtype.itemsize()).div_ceil(8);
+        for ((s, out), dest) in pass.stores.iter().zip(outs.iter_mut()).zip(dests) {
+            let row_bytes = pass.frames[s.frame].cols * s.dtype.itemsize();
+            let mut bytes = rows * row_bytes;
+            if matches!(dest, Dest::Write(_) | Dest::Spill(_)) {
+                // Streamed in pieces of FLUSH_BYTES, plus one tile.
+                let tile_rows = (TILE_ELEMS / pass.frames[s.frame].cols.max(1)).max(1);
+                bytes = bytes.min(FLUSH_BYTES + tile_rows * row_bytes);
+            }
+            let words = bytes.div_ceil(8);
             if out.len() < words {
                 out.resize(words, 0);
             }
@@ -1596,16 +1603,19 @@ impl Engine {
                     let s = &pass.stores[k];
                     let isz = s.dtype.itemsize();
                     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut outs[k]);
+                    // A streamed store reuses the front of its buffer for
+                    // each piece; the others keep the whole block.
+                    let streamed = matches!(dests[k], Dest::Write(_) | Dest::Spill(_));
+                    let base = if streamed { flushed[k] } else { 0 };
                     crate::eval::store_bytes(
                         machine.reg(s.reg),
                         (r1 - r0) * cols,
                         s.dtype,
-                        &mut bytes[r0 * cols * isz..r1 * cols * isz],
+                        &mut bytes[(r0 - base) * cols * isz..(r1 - base) * cols * isz],
                     );
-                    let from = flushed[k];
-                    if (r1 - from) * cols * isz >= FLUSH_BYTES || r1 == rows {
-                        let piece = &mut bytes[from * cols * isz..r1 * cols * isz];
-                        let first_row = rb.first_row + from as u64;
+                    if streamed && ((r1 - base) * cols * isz >= FLUSH_BYTES || r1 == rows) {
+                        let piece = &mut bytes[..(r1 - base) * cols * isz];
+                        let first_row = rb.first_row + base as u64;
                         match &dests[k] {
                             Dest::Write(w) => w.write_native_rows(first_row, piece)?,
                             Dest::Spill(file) => {
@@ -1624,18 +1634,19 @@ impl Engine {
         for (k, s) in pass.stores.iter().enumerate() {
             let cols = pass.frames[s.frame].cols;
             let len = rows * cols * s.dtype.itemsize();
-            let bytes: &[u8] = &bytemuck::cast_slice(&outs[k])[..len];
+            // The whole block, for the stores that keep it.
+            let block = || -> &[u8] { &bytemuck::cast_slice(&outs[k])[..len] };
             let mut state = None;
             match &dests[k] {
                 // Written piece by piece above, as the tiles were computed.
                 Dest::Write(_) | Dest::Spill(_) => collected.push(None),
                 Dest::Collect => {
                     let mut c = Collector::with_capacity(s.dtype, rows * cols);
-                    c.extend_from_bytes(bytes);
+                    c.extend_from_bytes(block());
                     collected.push(Some(c));
                 }
                 Dest::Aggregate(a) => {
-                    let array = bytes_to_array(bytes, s.dtype, &[rows as u64, cols as u64])?;
+                    let array = bytes_to_array(block(), s.dtype, &[rows as u64, cols as u64])?;
                     let view = crate::eval::array_view2(&array)?;
                     let mut st = catch_user(|| a.init())?;
                     catch_user(|| a.update(&mut st, view, rb.first_row))?;
