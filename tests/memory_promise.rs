@@ -1104,4 +1104,211 @@ fn rows_of_millions_at_32mib() {
             assert_eq!(r.results["max"], max.as_f64_scalar().unwrap(), "{label}");
         }
     }
+
+    // Medians and quantiles along axis 0: radix selection's per-column
+    // state is far past the limit, and the external sort's rank values
+    // and results (13 B per column for a median, 25 B with a quantile)
+    // too: refused before reading, naming the smallest limit; at that
+    // limit the run completes (by the external sort, a stripe of short
+    // columns per mapped window) within the promise, with NumPy's values.
+    let spill = tempfile::tempdir_in(dir.path()).unwrap();
+    let quantiles = |xe: &outcore::Expr| vec![xe.median(0), xe.quantile(0.25, 0)];
+    let q_minimum = refused_before_reading(
+        "stats median,quantile --axis 0 of long rows",
+        engine.compute(quantiles(&xe)).unwrap_err(),
+        engine.explain(quantiles(&xe)).err(),
+        limit,
+        row_bytes,
+        &engine,
+        &[
+            "stats",
+            arg(&x),
+            "--axis",
+            "0",
+            "--ops",
+            "median,quantile:0.25",
+            "--threads",
+            "2",
+            "--spill-dir",
+            arg(spill.path()),
+        ],
+    );
+    // Rank values and results of 3,000,000 columns, beyond the limit.
+    assert!(q_minimum > 25 * LONG_COLS, "{q_minimum}");
+    let m = run_engine(
+        "stats median,quantile --axis 0 of long rows at the named minimum",
+        &[
+            "stats",
+            arg(&x),
+            "--axis",
+            "0",
+            "--ops",
+            "median,quantile:0.25",
+            "--threads",
+            "2",
+            "--spill-dir",
+            arg(spill.path()),
+        ],
+        q_minimum,
+    );
+    assert_memory(&m);
+    assert_eq!(leftovers(spill.path()), Vec::<String>::new());
+    let file = outcore::ArrayFile::open(&x).unwrap();
+    let input = file.read_rows(0..LONG_ROWS).unwrap();
+    let input = input.view::<f32>().unwrap();
+    let mut stdout = m.stdout;
+    std::io::Seek::rewind(&mut stdout).unwrap();
+    let r: Results<Vec<f64>> = serde_json::from_reader(BufReader::new(stdout)).unwrap();
+    let (median, quarter) = (&r.results["median"], &r.results["quantile:0.25"]);
+    assert_eq!(
+        (median.len(), quarter.len()),
+        (LONG_COLS as usize, LONG_COLS as usize)
+    );
+    for (j, col) in input.columns().into_iter().enumerate() {
+        let mut v: Vec<f32> = col.to_vec();
+        v.sort_unstable_by(f32::total_cmp);
+        // NumPy: the mean of the middle values in float32; the quantile's
+        // virtual index 7 * 0.25 = 1.75 interpolated from above in float32.
+        let want_median = (0.0f32 + v[3] + v[4]) / 2.0;
+        let want_quarter = v[2] - (v[2] - v[1]) * 0.25f32;
+        // JSON's float32 values come back as float64 within an ulp of
+        // float64 (serde_json's parser): compared as float32, bit for bit.
+        assert_eq!(
+            (median[j] as f32).to_bits(),
+            want_median.to_bits(),
+            "median of column {j}: {} vs {want_median}",
+            median[j]
+        );
+        assert_eq!(
+            (quarter[j] as f32).to_bits(),
+            want_quarter.to_bits(),
+            "quantile of column {j}: {} vs {want_quarter}",
+            quarter[j]
+        );
+    }
+
+    // Sort along axis 0: a row read and one sorted do not fit 16 MiB —
+    // refused before reading; at the named minimum it completes within
+    // the promise, every column sorted.
+    let small = 16 * MIB;
+    let engine = Engine::builder()
+        .memory_limit(small)
+        .threads(2)
+        .build()
+        .unwrap();
+    let xe = engine.open(&x).unwrap();
+    let y = dir.path().join("sorted.npy");
+    let s_minimum = refused_before_reading(
+        "sort of long rows",
+        engine.write_npy(&xe.sort(), &y).unwrap_err(),
+        engine.explain(xe.sort()).err(),
+        small,
+        row_bytes,
+        &engine,
+        &[
+            "sort",
+            arg(&x),
+            arg(&y),
+            "--threads",
+            "2",
+            "--no-fsync",
+            "--spill-dir",
+            arg(spill.path()),
+        ],
+    );
+    assert!(!y.exists());
+    assert_eq!(s_minimum, 2 * row_bytes, "one row read and one sorted");
+    let m = run_engine(
+        "sort of long rows at the named minimum",
+        &[
+            "sort",
+            arg(&x),
+            arg(&y),
+            "--threads",
+            "2",
+            "--no-fsync",
+            "--spill-dir",
+            arg(spill.path()),
+        ],
+        s_minimum,
+    );
+    assert_memory(&m);
+    assert_eq!(m.report.bytes_written, LONG_ROWS * row_bytes);
+    assert_eq!(leftovers(spill.path()), Vec::<String>::new());
+    let sorted = outcore::ArrayFile::open(&y).unwrap();
+    let sorted = sorted.read_rows(0..LONG_ROWS).unwrap();
+    let sorted = sorted.view::<f32>().unwrap();
+    for (j, (col, got)) in input
+        .columns()
+        .into_iter()
+        .zip(sorted.columns())
+        .enumerate()
+    {
+        let mut v: Vec<f32> = col.to_vec();
+        v.sort_unstable_by(f32::total_cmp);
+        let got: Vec<u32> = got.iter().map(|g| g.to_bits()).collect();
+        let want: Vec<u32> = v.iter().map(|w| w.to_bits()).collect();
+        assert_eq!(got, want, "column {j}");
+    }
+}
+
+/// Checks a refusal of rows of millions of values: the library's error
+/// `err` (and `explain`'s) is `LimitTooSmall` under `limit`, before
+/// anything was read (nothing reserved), naming one row's bytes and a
+/// smallest limit above `limit`; the CLI running `args` at `limit` exits
+/// 1 with that limit in its message, within the memory promise. Returns
+/// the smallest limit named.
+fn refused_before_reading(
+    label: &str,
+    err: outcore::Error,
+    explained: Option<outcore::Error>,
+    limit: u64,
+    row_bytes: u64,
+    engine: &Engine,
+    args: &[&str],
+) -> u64 {
+    let message = err.to_string();
+    let minimum = match err {
+        outcore::Error::LimitTooSmall {
+            limit: l,
+            row_bytes: r,
+            minimum,
+            ..
+        } => {
+            assert_eq!(l, limit, "{label}");
+            assert!(
+                r >= row_bytes,
+                "{label}: one row is {row_bytes} bytes: {message}"
+            );
+            minimum
+        }
+        other => panic!("{label}: expected LimitTooSmall, got {other}"),
+    };
+    assert!(minimum > limit, "{label}: {message}");
+    assert!(message.contains(&minimum.to_string()), "{label}: {message}");
+    match explained {
+        Some(outcore::Error::LimitTooSmall { minimum: m, .. }) => assert_eq!(m, minimum, "{label}"),
+        other => panic!("{label}: explain: expected LimitTooSmall, got {other:?}"),
+    }
+    assert_eq!(engine.budget().reserved(), 0, "{label}");
+    let mut cmd = Command::new(outcore_bin());
+    cmd.args(args).args(["--memory-limit", &limit.to_string()]);
+    let refused = spawn_measured(cmd);
+    eprintln!(
+        "memory: {label} refused at {:.1} MiB (smallest limit {minimum}): ru_maxrss {:.2} MiB",
+        limit as f64 / MIB as f64,
+        refused.maxrss as f64 / MIB as f64
+    );
+    assert_eq!(refused.code, Some(1), "{label}: {}", refused.stderr);
+    assert!(
+        refused.stderr.contains("too small") && refused.stderr.contains(&minimum.to_string()),
+        "{label}: {}",
+        refused.stderr
+    );
+    assert!(
+        refused.maxrss <= limit + OVERHEAD,
+        "{label}: the refusal's peak RSS is {} bytes, over the limit {limit} + overhead {OVERHEAD}",
+        refused.maxrss
+    );
+    minimum
 }

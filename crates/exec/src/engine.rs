@@ -888,12 +888,31 @@ impl Engine {
         aggregate: Option<(u64, u64)>,
         known: &HashMap<NodeId, AnyArray>,
     ) -> Result<Vec<(&'r PassRequest, Pass, Sizing)>> {
-        let mut values = known.clone();
+        // Values known already (quantiles) stand as zeroed copies too: a
+        // clone of a row of millions of results would be memory outside
+        // the budget.
+        let mut values: HashMap<NodeId, AnyArray> = known
+            .iter()
+            .map(|(k, v)| {
+                (
+                    *k,
+                    if v.len() <= 1 {
+                        v.clone()
+                    } else {
+                        zeroed_like(v)
+                    },
+                )
+            })
+            .collect();
         let mut planned = Vec::new();
         let mut too_small: Option<Error> = None;
         let mut minimum = 0;
         for req in requests {
-            let pass = Planner { values: &values }.build(req)?;
+            let pass = Planner {
+                values: &values,
+                sizing: true,
+            }
+            .build(req)?;
             let has_stores = !req.stores.is_empty();
             let agg = if has_stores { aggregate } else { None };
             match self.size(&pass, &store_row_bytes(req), collect && has_stores, agg) {
@@ -1177,7 +1196,10 @@ impl Engine {
             ..RunReport::default()
         };
         // Whole-array operators and quantiles run first; what is left is
-        // ordinary passes over sources and spilled intermediates.
+        // ordinary passes over sources and spilled intermediates. Each is
+        // planned before any runs (a limit too small is refused before
+        // reading).
+        self.plan_ops(exprs)?;
         let mut lowered = crate::lower::Lowered::new(exprs);
         if let Target::Write(path, spec) = &target
             && let Some(done) = self.write_op(exprs, path, spec, &mut lowered, &mut report)?
@@ -1209,7 +1231,11 @@ impl Engine {
         )?;
         let mut target = Some(target);
         for req in &requests {
-            let pass = Planner { values: &values }.build(req)?;
+            let pass = Planner {
+                values: &values,
+                sizing: false,
+            }
+            .build(req)?;
             let mut dests = Vec::new();
             let mut agg = None;
             for _ in &req.stores {
@@ -1828,6 +1854,17 @@ pub(crate) fn placeholder(r: &Expr) -> AnyArray {
     outcore_chunker::with_dtype!(r.dtype, T => {
         let v: Vec<T> = bytemuck::zeroed_vec(n);
         ArrayD::from_shape_vec(IxDyn(&shape), v)
+            .map(AnyArray::from)
+            .unwrap_or_else(|_| AnyArray::scalar(0.0f64))
+    })
+}
+
+/// An array of `a`'s dtype and shape whose pages are never written (see
+/// [`placeholder`]).
+fn zeroed_like(a: &AnyArray) -> AnyArray {
+    outcore_chunker::with_dtype!(a.dtype(), T => {
+        let v: Vec<T> = bytemuck::zeroed_vec(a.len());
+        ArrayD::from_shape_vec(IxDyn(a.shape()), v)
             .map(AnyArray::from)
             .unwrap_or_else(|_| AnyArray::scalar(0.0f64))
     })

@@ -202,6 +202,60 @@ impl Engine {
         Ok(out)
     }
 
+    /// Plans every sort and quantile of `exprs` before anything runs, so
+    /// that a limit too small for one of them is refused before anything
+    /// is read ([`Error::LimitTooSmall`] naming the largest of their
+    /// smallest limits), rather than after the operators before it ran.
+    pub(crate) fn plan_ops(&self, exprs: &[Expr]) -> Result<()> {
+        let groups = Lowered::new(exprs).groups;
+        let mut seen = HashSet::new();
+        let mut planned = HashSet::new();
+        let mut stack: Vec<&Expr> = exprs.iter().collect();
+        let mut worst: Option<Error> = None;
+        while let Some(e) = stack.pop() {
+            if !seen.insert(id(e)) {
+                continue;
+            }
+            stack.extend(e.children());
+            let planned_op = match &*e.node {
+                Node::Op(ArrayOp::Sort, a) => {
+                    let shape = a.extent.shape();
+                    if shape.iter().product::<u64>() == 0 {
+                        continue;
+                    }
+                    crate::ops::sort::plan(
+                        self,
+                        a.extent.rows(),
+                        a.extent.row_len(),
+                        a.dtype.itemsize(),
+                        false,
+                    )
+                    .map(|_| ())
+                }
+                Node::Quantile(_, axis, a) if planned.insert((id(a), *axis)) => {
+                    let kinds: Vec<Quantile> = groups
+                        .get(&(id(a), *axis))
+                        .map(|g| g.iter().map(|(_, q)| *q).collect())
+                        .unwrap_or_default();
+                    crate::ops::quantile::plan_for(self, a.dtype, &a.extent.shape(), *axis, &kinds)
+                        .map(|_| ())
+                }
+                _ => continue,
+            };
+            match planned_op {
+                Ok(()) => {}
+                Err(Error::LimitTooSmall { minimum, .. }) if matches!(&worst, Some(Error::LimitTooSmall { minimum: w, .. }) if *w >= minimum) =>
+                    {}
+                Err(err @ Error::LimitTooSmall { .. }) => worst = Some(err),
+                Err(err) => return Err(err),
+            }
+        }
+        match worst {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
     /// As [`Engine::lower`], for `explain`: describes instead of running.
     pub(crate) fn explain_lower(&self, e: &Expr, cx: &mut ExplainLowered) -> Result<Expr> {
         use outcore_spill::format_bytes as fb;
@@ -262,26 +316,41 @@ impl Engine {
                 self.explain_lower(a, cx)?;
                 cx.values.insert(id(e), crate::engine::placeholder(e));
                 if cx.described.insert((id(a), *axis)) {
-                    let kinds: Vec<String> = cx
+                    let group: Vec<Quantile> = cx
                         .groups
                         .get(&(id(a), *axis))
-                        .map(|g| {
-                            g.iter()
-                                .map(|(_, q)| match q {
-                                    Quantile::Median => "median".to_string(),
-                                    Quantile::Linear(q) => format!("quantile {q}"),
-                                })
-                                .collect()
-                        })
+                        .map(|g| g.iter().map(|(_, q)| *q).collect())
                         .unwrap_or_default();
+                    let kinds: Vec<String> = group
+                        .iter()
+                        .map(|q| match q {
+                            Quantile::Median => "median".to_string(),
+                            Quantile::Linear(q) => format!("quantile {q}"),
+                        })
+                        .collect();
+                    let method = crate::ops::quantile::plan_for(
+                        self,
+                        a.dtype,
+                        &a.extent.shape(),
+                        *axis,
+                        &group,
+                    )?;
                     cx.steps.push(format!(
-                        "{} of {a}{}: exact, by radix selection (a min/max pass, histogram \
-                         passes, a collection pass) or, if its histograms cannot fit, the \
-                         external sort{}",
+                        "{} of {a}{}: exact, {}{}",
                         kinds.join(", "),
                         match axis {
                             ReduceAxis::Axis0 => " along axis 0",
                             _ => "",
+                        },
+                        match method {
+                            Some(crate::ops::quantile::Method::Sort) => {
+                                "by the external sort (radix selection's per-column state \
+                                 cannot fit), ranks read from the sorted columns"
+                            }
+                            _ => {
+                                "by radix selection (a min/max pass, histogram passes, a \
+                                 collection pass)"
+                            }
                         },
                         spill_note(a),
                     ));

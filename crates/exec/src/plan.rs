@@ -101,6 +101,11 @@ impl Pass {
 /// already computed.
 pub(crate) struct Planner<'a> {
     pub(crate) values: &'a HashMap<NodeId, AnyArray>,
+    /// Planning only, to size the pass before anything runs: the values
+    /// of earlier passes (placeholders then) become zeroed buffers of
+    /// their length, whose pages are never written, instead of copies —
+    /// a row of millions of values takes no memory while it is sized.
+    pub(crate) sizing: bool,
 }
 
 /// The pass level of an expression: 0 when it needs no reduction,
@@ -158,6 +163,8 @@ pub(crate) fn reduce_nodes(e: &Expr, out: &mut Vec<Expr>, seen: &mut HashMap<Nod
 
 struct PassBuilder<'a> {
     values: &'a HashMap<NodeId, AnyArray>,
+    /// See [`Planner::sizing`].
+    sizing: bool,
     pass: Pass,
     /// Per frame: node id → register.
     memo: Vec<HashMap<NodeId, usize>>,
@@ -210,7 +217,7 @@ impl<'a> PassBuilder<'a> {
             _ => {
                 // A value computed before this pass (a reduction or an
                 // expression of reductions and constants): broadcast it.
-                let (data, shape) = small_value(self.values, e)?;
+                let (data, shape) = self.value(e)?;
                 self.push(
                     f,
                     Instr::Value {
@@ -222,6 +229,32 @@ impl<'a> PassBuilder<'a> {
         };
         self.memo[f].insert(id(e), reg);
         Ok(reg)
+    }
+
+    /// A value computed before this pass, as [`small_value`]; zeroed
+    /// buffers of its length when only sizing (see [`Planner::sizing`]).
+    fn value(&self, e: &Expr) -> Result<(Buf, Shape)> {
+        if !self.sizing {
+            return small_value(self.values, e);
+        }
+        let (shape, len) = match &e.extent {
+            Extent::Scalar => return small_value(self.values, e),
+            Extent::Row { row_len, .. } => (Shape::Row, *row_len),
+            Extent::Column { rows } => (Shape::Col, *rows as usize),
+            Extent::Full { .. } => {
+                return Err(Error::Invalid(format!("internal: {e} is streamed")));
+            }
+        };
+        if let Node::Invalid(msg) = &*e.node {
+            return Err(Error::Invalid(msg.clone()));
+        }
+        let buf = match lane_of(e.dtype) {
+            Lane::Bool => Buf::Bool(bytemuck::zeroed_vec(len)),
+            Lane::I64 => Buf::I64(bytemuck::zeroed_vec(len)),
+            Lane::U64 => Buf::U64(bytemuck::zeroed_vec(len)),
+            Lane::F64 => Buf::F64(bytemuck::zeroed_vec(len)),
+        };
+        Ok((buf, shape))
     }
 
     fn push(&mut self, f: usize, instr: Instr) -> usize {
@@ -452,6 +485,7 @@ pub(crate) fn small_value(values: &HashMap<NodeId, AnyArray>, e: &Expr) -> Resul
             };
             let mut b = PassBuilder {
                 values,
+                sizing: false,
                 pass: Pass {
                     rows: rows as u64,
                     sources: Vec::new(),
@@ -529,7 +563,7 @@ impl PassBuilder<'_> {
             )
             || own != frame;
         let reg = if leaf {
-            let (data, shape) = small_value(self.values, e)?;
+            let (data, shape) = self.value(e)?;
             self.push(
                 f,
                 Instr::Value {
@@ -557,6 +591,7 @@ impl Planner<'_> {
     pub(crate) fn build(&self, req: &PassRequest) -> Result<Pass> {
         let mut b = PassBuilder {
             values: self.values,
+            sizing: self.sizing,
             pass: Pass {
                 rows: req.rows,
                 sources: Vec::new(),

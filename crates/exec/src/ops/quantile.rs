@@ -20,9 +20,17 @@
 //!    exactly in memory (an interval narrowed to a single key needs no
 //!    collection at all).
 //!
-//! When the histograms themselves cannot fit the budget (very many
-//! columns under a tiny limit), the external sort ([`super::sort`]) is
-//! used instead and the ranks are read from the sorted columns.
+//! Everything selection holds is counted before anything is read: per
+//! column and rank, the rank values, the results, the targets, their
+//! intervals and lookup tables (held through all passes), and for each
+//! pass its merged state and one per block in flight. When the worst
+//! case — an interval per column and rank, histograms of 16 buckets —
+//! cannot fit the budget (very many columns under a small limit: rows of
+//! millions of values), the external sort ([`super::sort`]) is used
+//! instead and the ranks are read from the sorted columns, a stripe of
+//! short columns per mapped window. When neither fits, the computation is
+//! refused before reading with [`Error::LimitTooSmall`], naming the
+//! smallest limit with which one of them runs ([`plan`]).
 //!
 //! The ranks are then combined exactly as NumPy does: `_lerp` in the
 //! input's float type (float16 and float32 arithmetic rounded at each
@@ -37,7 +45,7 @@ use outcore_chunker::{ArrayFile, DType};
 use outcore_spill::Consumer;
 
 use super::key::SortKey;
-use super::{reserve_slots, stream_file};
+use super::{PAGE, reserve_slots, stream_file};
 use crate::engine::{Engine, RunReport};
 use crate::error::{Error, Result};
 use crate::reduce::ReduceAxis;
@@ -73,11 +81,12 @@ impl Quantile {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum QuantileMethod {
-    /// Radix selection, unless its histograms cannot fit the budget; then
-    /// the external sort.
+    /// Radix selection, unless its worst case (an interval per column and
+    /// rank) cannot fit the budget; then the external sort.
     #[default]
     Auto,
-    /// Always radix selection (an error if the histograms cannot fit).
+    /// Always radix selection ([`Error::LimitTooSmall`] before anything is
+    /// read if its worst case cannot fit).
     Select,
     /// Always the external sort.
     Sort,
@@ -186,6 +195,229 @@ float_quantile!(
     f16: f16::from_f64, f32, f16::to_f32, f16::from_f32
 );
 
+/// How the quantiles of one array are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Method {
+    /// Radix selection.
+    Select,
+    /// The external sort, then the ranks read from the sorted columns.
+    Sort,
+}
+
+/// A quantile target being narrowed: rank `ranks[r]` of column `iv.col`.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    r: usize,
+    iv: Interval,
+}
+
+/// The sizes that decide the memory of quantiles of one array.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sizes {
+    /// Rows read per block (of the array as stored).
+    pub(crate) rows: u64,
+    /// Values per row.
+    pub(crate) row_len: usize,
+    /// Item size of the input.
+    pub(crate) itemsize: usize,
+    /// Item size of the results.
+    pub(crate) out_itemsize: usize,
+    /// Over all elements (one column) rather than along axis 0.
+    pub(crate) flat: bool,
+    /// Distinct ranks wanted per column.
+    pub(crate) ranks: usize,
+    /// Results (quantiles and medians) per column.
+    pub(crate) kinds: usize,
+}
+
+/// Bytes of per-column statistics in the first pass of radix selection:
+/// smallest key, largest key, NaN count.
+const STATS_BYTES: u64 = 24;
+/// Buckets of the smallest histogram pass (a power of two).
+const MIN_BUCKET_BITS: u32 = 4;
+/// Windows reading ranks from sorted short columns are at least this
+/// large (see [`Sizes::rank_window`]).
+const RANK_WINDOW_MIN: u64 = 64 << 10;
+/// Bytes of a collected key's vector header, per interval.
+const VEC_BYTES: u64 = std::mem::size_of::<Vec<u64>>() as u64;
+
+impl Sizes {
+    fn cols(&self) -> u64 {
+        if self.flat { 1 } else { self.row_len as u64 }
+    }
+
+    fn row_bytes(&self) -> u64 {
+        (self.row_len as u64 * self.itemsize as u64).max(1)
+    }
+
+    /// The rank values and NaN flags of every column, and the results.
+    fn ranked_bytes(&self) -> u64 {
+        self.cols()
+            * (self.ranks as u64 * self.itemsize as u64
+                + 1
+                + self.kinds as u64 * self.out_itemsize as u64)
+    }
+
+    /// What radix selection holds through all its passes: the rank values,
+    /// NaN flags and results ([`Self::ranked_bytes`]), a target per column
+    /// and rank, and at most as many intervals with their lookup tables.
+    fn select_fixed(&self) -> u64 {
+        let targets = self.cols() * self.ranks as u64;
+        let lookup = (self.cols() + 1) * 8 + targets * (8 + 8 + 4);
+        self.ranked_bytes()
+            + targets * std::mem::size_of::<Target>() as u64
+            + targets * std::mem::size_of::<Interval>() as u64
+            + lookup
+    }
+
+    /// The smallest limit for radix selection, whatever the data: its
+    /// fixed part, then the larger of the first pass (merged statistics,
+    /// a block's statistics and one row) and the smallest histogram pass
+    /// over an interval per column and rank (merged, a block's, one row);
+    /// a collection pass runs only when it fits what is left.
+    fn select_minimum(&self) -> u64 {
+        let stats = self.cols() * STATS_BYTES;
+        let hist = self.cols() * self.ranks as u64 * (8 << MIN_BUCKET_BITS);
+        self.select_fixed() + 2 * stats.max(hist) + self.row_bytes()
+    }
+
+    /// The smallest window through which the ranks are read from the
+    /// sorted columns: one value where columns are long (each rank is
+    /// mapped alone), else a stripe of columns — at least 64 KiB, or a
+    /// 64th of the data when that is less — so that short columns (rows
+    /// of millions of values) are read a few thousand at a time, never
+    /// one map per column.
+    fn rank_window(&self) -> u64 {
+        let isz = self.itemsize as u64;
+        let n = if self.flat {
+            self.rows * self.row_len as u64
+        } else {
+            self.rows
+        };
+        let column = n * isz;
+        let stripe = RANK_WINDOW_MIN.min((column * self.cols()).div_ceil(64));
+        if column <= stripe { stripe } else { isz }.max(isz)
+    }
+
+    /// Bytes held while reading the ranks from the sorted columns: the
+    /// ranked values and results, and one window.
+    fn rank_reading(&self) -> u64 {
+        self.ranked_bytes() + self.rank_window() + 2 * PAGE
+    }
+
+    /// The smallest limit for the external sort and reading its ranks.
+    fn sort_minimum(&self) -> u64 {
+        super::sort::minimum(self.rows, self.row_len, self.itemsize, self.flat)
+            .max(self.rank_reading())
+    }
+}
+
+/// Chooses how quantiles of an array of `sizes` run under the engine's
+/// limit, before anything is read: radix selection when its worst case
+/// fits (unless the sort is forced), else the external sort; an
+/// [`Error::LimitTooSmall`] naming the smallest limit that works when
+/// neither fits.
+pub(crate) fn plan(engine: &Engine, sizes: &Sizes) -> Result<Method> {
+    let limit = engine.budget().limit();
+    let method = engine.quantile_method();
+    let select = sizes.select_minimum();
+    let sort = sizes.sort_minimum();
+    let cols = sizes.cols();
+    if method != QuantileMethod::Sort && limit >= select {
+        return Ok(Method::Select);
+    }
+    if method != QuantileMethod::Select && limit >= sort {
+        return Ok(Method::Sort);
+    }
+    let ranked = sizes.ranked_bytes();
+    let select_detail = format!(
+        "radix selection: {} B per column ({} of them) of rank values, results, targets and \
+         histograms, and one row of {} B; smallest limit {select} B",
+        select.saturating_sub(sizes.row_bytes()) / cols.max(1),
+        cols,
+        sizes.row_bytes()
+    );
+    let sort_detail = format!(
+        "external sort: one row read and one sorted ({} B), then {ranked} B of rank values \
+         and results; smallest limit {sort} B",
+        2 * sizes.row_bytes()
+    );
+    let (row_bytes, minimum, detail) = match method {
+        QuantileMethod::Select => (
+            sizes.row_bytes(),
+            select,
+            format!("quantile: {select_detail}; or use the sort method (smallest limit {sort} B)"),
+        ),
+        QuantileMethod::Sort => (
+            2 * sizes.row_bytes(),
+            sort,
+            format!("quantile: {sort_detail}"),
+        ),
+        _ if select <= sort => (
+            sizes.row_bytes(),
+            select,
+            format!("quantile: {select_detail}; {sort_detail}"),
+        ),
+        _ => (
+            2 * sizes.row_bytes(),
+            sort,
+            format!("quantile: {sort_detail}; {select_detail}"),
+        ),
+    };
+    Err(Error::LimitTooSmall {
+        limit,
+        row_bytes,
+        minimum,
+        detail,
+    })
+}
+
+/// The distinct ranks `kinds` read, for `n` values, ascending.
+fn ranks_of(kinds: &[Quantile], n: u64) -> Vec<u64> {
+    kinds
+        .iter()
+        .flat_map(|k| k.ranks(n))
+        .collect::<BTreeSet<u64>>()
+        .into_iter()
+        .collect()
+}
+
+/// The plan of quantiles `kinds` of a `dtype` array of `shape` along
+/// `axis`, for planning before anything runs; `None` where nothing would
+/// be read (an empty array or axis, or arguments [`compute`] refuses).
+pub(crate) fn plan_for(
+    engine: &Engine,
+    dtype: DType,
+    shape: &[u64],
+    axis: ReduceAxis,
+    kinds: &[Quantile],
+) -> Result<Option<Method>> {
+    let rows = shape.first().copied().unwrap_or(1);
+    let row_len: u64 = shape.iter().skip(1).product();
+    let flat = match axis {
+        ReduceAxis::All => true,
+        ReduceAxis::Axis0 => false,
+        ReduceAxis::Axis1 => return Ok(None),
+    };
+    let n = if flat { rows * row_len } else { rows };
+    if n == 0 || row_len == 0 || kinds.is_empty() {
+        return Ok(None);
+    }
+    let Ok(row_len) = usize::try_from(row_len) else {
+        return Ok(None);
+    };
+    let sizes = Sizes {
+        rows,
+        row_len,
+        itemsize: dtype.itemsize(),
+        out_itemsize: result_dtype(dtype).itemsize(),
+        flat,
+        ranks: ranks_of(kinds, n).len(),
+        kinds: kinds.len(),
+    };
+    plan(engine, &sizes).map(Some)
+}
+
 /// Computes `kinds` of `src` along `axis` (all elements or axis 0), one
 /// array per kind: shape `shape[1..]` for axis 0, 0-d for all.
 pub(crate) fn compute(
@@ -199,6 +431,14 @@ pub(crate) fn compute(
         src.meta().dtype,
         T => compute_typed::<T>(engine, src, axis, kinds, report)
     )
+}
+
+/// The values of the wanted ranks of every column: `values[col * R + i]`
+/// is rank `ranks[i]` of column `col` (meaningless where `nan[col]`: a
+/// column holding a NaN has NaN quantiles).
+struct Ranked<T> {
+    values: Vec<T>,
+    nan: Vec<bool>,
 }
 
 fn compute_typed<T: QuantileElement>(
@@ -251,43 +491,64 @@ fn compute_typed<T: QuantileElement>(
             what: if flat { "array" } else { "axis" },
         });
     }
-    let ranks: Vec<u64> = kinds
-        .iter()
-        .flat_map(|k| k.ranks(n))
-        .collect::<BTreeSet<u64>>()
-        .into_iter()
-        .collect();
-    // values[col][i] = the value of rank ranks[i]; None for NaN columns.
-    let values: Vec<Option<Vec<T>>> = if n == 0 || cols == 0 {
-        vec![None; cols]
+    let ranks = ranks_of(kinds, n);
+    let r_n = ranks.len();
+    let sizes = Sizes {
+        rows,
+        row_len,
+        itemsize: std::mem::size_of::<T>(),
+        out_itemsize: std::mem::size_of::<T::Out>(),
+        flat,
+        ranks: r_n,
+        kinds: kinds.len(),
+    };
+    // Refused here, before anything is read, when neither method fits;
+    // what each holds is reserved for as long as it is held.
+    let (ranked, _held) = if n == 0 || cols == 0 {
+        (
+            Ranked {
+                values: Vec::new(),
+                nan: vec![true; cols],
+            },
+            Vec::new(),
+        )
     } else {
-        let method = engine.quantile_method();
-        let selected = match method {
-            QuantileMethod::Sort => None,
-            _ => select::<T>(engine, src, flat, cols, &ranks, report)?,
-        };
-        match selected {
-            Some(v) => v,
-            None if method == QuantileMethod::Select => {
-                return Err(super::too_small(
-                    engine,
-                    0,
-                    0,
-                    "quantile: radix selection's histograms do not fit; use the sort method",
-                ));
+        match plan(engine, &sizes)? {
+            Method::Select => {
+                let fixed = sizes.select_fixed();
+                let (held, _) = reserve_slots(engine, &[(Consumer::State, fixed)], &[], 0)?;
+                report.note_reservations(&[(Consumer::State, fixed)]);
+                let ranked = select::<T>(engine, src, flat, cols, &ranks, fixed, report)?;
+                (ranked, held)
             }
-            None => by_sort::<T>(engine, src, flat, cols, &ranks, report)?,
+            Method::Sort => {
+                let sorted = super::sort::sort_columns::<T>(engine, src, flat, report)?;
+                let limit = engine.budget().limit();
+                let ranked_bytes = sizes.ranked_bytes();
+                let isz = std::mem::size_of::<T>() as u64;
+                let window = (limit.saturating_sub(ranked_bytes + 2 * PAGE))
+                    .min(super::sort::WINDOW_MAX)
+                    / isz
+                    * isz;
+                let window = window.max(sizes.rank_window());
+                let held_bytes = ranked_bytes + window + 2 * PAGE;
+                let (held, _) = reserve_slots(engine, &[(Consumer::State, held_bytes)], &[], 0)?;
+                report.note_reservations(&[(Consumer::State, held_bytes)]);
+                let ranked = read_ranks::<T>(engine, &sorted, cols, &ranks, window)?;
+                (ranked, held)
+            }
         }
     };
     let rank_index: HashMap<u64, usize> = ranks.iter().enumerate().map(|(i, &r)| (r, i)).collect();
     let mut out = Vec::with_capacity(kinds.len());
     for &kind in kinds {
         let mut res: Vec<T::Out> = Vec::with_capacity(cols);
-        for col in &values {
-            let Some(v) = col else {
+        for (col, &nan) in ranked.nan.iter().enumerate() {
+            if nan {
                 res.push(T::nan());
                 continue;
-            };
+            }
+            let v = &ranked.values[col * r_n..(col + 1) * r_n];
             let at = |r: u64| v[rank_index[&r]];
             res.push(match kind {
                 Quantile::Median if n % 2 == 1 => T::middle(at(n / 2), None),
@@ -305,30 +566,69 @@ fn compute_typed<T: QuantileElement>(
     Ok(out)
 }
 
-/// Ranks read from the externally sorted columns.
-fn by_sort<T: QuantileElement>(
+/// Ranks read from the externally sorted columns: where a column's `n`
+/// values fit a window of `window` bytes, a stripe of columns is read
+/// through one mapped window; longer columns map each value they read.
+fn read_ranks<T: QuantileElement>(
     engine: &Engine,
-    src: &ArrayFile,
-    flat: bool,
+    sorted: &super::sort::SortedColumns,
     cols: usize,
     ranks: &[u64],
-    report: &mut RunReport,
-) -> Result<Vec<Option<Vec<T>>>> {
-    let sorted = super::sort::sort_columns::<T>(engine, src, flat, report)?;
-    let mut out = Vec::with_capacity(cols);
-    for col in 0..cols {
-        // NaN sorts last: a column holds one if its last value is NaN.
-        if sorted.get::<T>(col, sorted.n - 1)?.is_nan() {
-            out.push(None);
-            continue;
+    window: u64,
+) -> Result<Ranked<T>> {
+    let isz = std::mem::size_of::<T>() as u64;
+    let n = sorted.n;
+    let r_n = ranks.len();
+    let mut ranked = Ranked {
+        values: Vec::with_capacity(cols * r_n),
+        nan: Vec::with_capacity(cols),
+    };
+    // NaN sorts last: a column holds one if its last value is NaN.
+    let take = |col: &[T], ranked: &mut Ranked<T>| {
+        let nan = col[col.len() - 1].is_nan();
+        ranked.nan.push(nan);
+        ranked.values.extend(
+            ranks
+                .iter()
+                .map(|&r| if nan { col[0] } else { col[r as usize] }),
+        );
+    };
+    let column_bytes = n * isz;
+    if column_bytes <= window {
+        let width = (window / column_bytes).max(1) as usize;
+        let mut c0 = 0;
+        while c0 < cols {
+            engine.check_cancel("columns of sorted quantile ranks", c0 as u64, cols as u64)?;
+            let c1 = (c0 + width).min(cols);
+            let w = sorted.file.map(
+                c0 as u64 * column_bytes,
+                ((c1 - c0) as u64 * column_bytes) as usize,
+            )?;
+            let v = super::sort::values::<T>(&w)?;
+            for col in v.chunks_exact(n as usize) {
+                take(col, &mut ranked);
+            }
+            c0 = c1;
         }
-        let v = ranks
-            .iter()
-            .map(|&r| sorted.get::<T>(col, r))
-            .collect::<Result<Vec<T>>>()?;
-        out.push(Some(v));
+    } else {
+        let get = |col: usize, rank: u64| -> Result<T> {
+            let w = sorted
+                .file
+                .map((col as u64 * n + rank) * isz, isz as usize)?;
+            Ok(super::sort::values::<T>(&w)?[0])
+        };
+        for col in 0..cols {
+            engine.check_cancel("columns of sorted quantile ranks", col as u64, cols as u64)?;
+            let nan = get(col, n - 1)?.is_nan();
+            ranked.nan.push(nan);
+            for &r in ranks {
+                ranked
+                    .values
+                    .push(if nan { T::from_key(0) } else { get(col, r)? });
+            }
+        }
     }
-    Ok(out)
+    Ok(ranked)
 }
 
 /// A key interval of one column that holds wanted ranks: `count` values
@@ -401,14 +701,20 @@ fn each_value<T: SortKey>(data: &[T], cols: usize, flat: bool, mut f: impl FnMut
     }
 }
 
-/// Rows per block and slots for a pass whose per-block state is
-/// `state` bytes (plus one merged copy), or `None` if it cannot fit.
-fn pass_size(engine: &Engine, row_bytes: u64, rows: u64, state: u64) -> Option<(u64, usize)> {
-    let limit = engine.budget().limit();
+/// Rows per block and slots for a pass whose merged state is `merged`
+/// bytes and whose per-block state is `state` bytes, within `avail`
+/// bytes, or `None` if it cannot fit.
+fn pass_size(
+    engine: &Engine,
+    avail: u64,
+    row_bytes: u64,
+    rows: u64,
+    merged: u64,
+    state: u64,
+) -> Option<(u64, usize)> {
     let threads = engine.threads().max(1);
     for slots in [threads + 1, 1] {
-        let fixed = state;
-        let per_slot = (limit.saturating_sub(fixed)) / slots as u64;
+        let per_slot = (avail.saturating_sub(merged)) / slots as u64;
         let block = per_slot.saturating_sub(state) / row_bytes.max(1);
         if block > 0 {
             let block = block
@@ -420,25 +726,43 @@ fn pass_size(engine: &Engine, row_bytes: u64, rows: u64, state: u64) -> Option<(
     None
 }
 
-/// Runs one read pass over `src` with per-block states merged in order.
+/// Runs one read pass over `src` with per-block states merged in order
+/// into the state `start` makes, within what the budget has beside the
+/// `held` bytes selection holds. Returns the merged state and the
+/// reservation standing for it (drop it after the state).
 #[allow(clippy::too_many_arguments)]
-fn read_pass<T: SortKey, S: Send>(
+fn read_pass<T: SortKey, S: Send, M>(
     engine: &Engine,
     src: &ArrayFile,
-    state_bytes: u64,
+    held: u64,
+    (merged_bytes, state_bytes): (u64, u64),
     report: &mut RunReport,
+    start: impl FnOnce() -> M,
     init: impl Fn() -> S + Send + Sync,
     update: impl Fn(&mut S, &[T]) + Send + Sync,
-    mut merge: impl FnMut(S),
-) -> Result<Option<()>> {
+    mut merge: impl FnMut(&mut M, S),
+) -> Result<(M, Vec<outcore_spill::Reservation>)> {
     let meta = src.meta();
     let row_bytes = meta.row_bytes() as u64;
-    let Some((block_rows, slots)) = pass_size(engine, row_bytes, meta.rows(), state_bytes) else {
-        return Ok(None);
-    };
-    let (_fixed, slots) = reserve_slots(
+    let avail = engine.budget().limit().saturating_sub(held);
+    let Some((block_rows, slots)) = pass_size(
         engine,
-        &[(Consumer::State, state_bytes)],
+        avail,
+        row_bytes,
+        meta.rows(),
+        merged_bytes,
+        state_bytes,
+    ) else {
+        return Err(super::too_small(
+            engine,
+            row_bytes,
+            held + merged_bytes + state_bytes + row_bytes,
+            "internal: a quantile pass does not fit the limit it was planned for",
+        ));
+    };
+    let (fixed, slots) = reserve_slots(
+        engine,
+        &[(Consumer::State, merged_bytes)],
         &[
             (Consumer::Reader, block_rows * row_bytes),
             (Consumer::State, state_bytes),
@@ -450,8 +774,12 @@ fn read_pass<T: SortKey, S: Send>(
             Consumer::Reader,
             block_rows * row_bytes * slots.len() as u64,
         ),
-        (Consumer::State, state_bytes * (slots.len() as u64 + 1)),
+        (
+            Consumer::State,
+            held + merged_bytes + state_bytes * slots.len() as u64,
+        ),
     ]);
+    let mut merged = start();
     let mut blocks = 0;
     let read = stream_file(
         engine,
@@ -465,7 +793,7 @@ fn read_pass<T: SortKey, S: Send>(
             Ok(s)
         },
         |_rows, s| {
-            merge(s);
+            merge(&mut merged, s);
             blocks += 1;
             Ok(())
         },
@@ -473,33 +801,34 @@ fn read_pass<T: SortKey, S: Send>(
     report.bytes_read += read;
     report.blocks += blocks;
     report.passes += 1;
-    Ok(Some(()))
+    Ok((merged, fixed))
 }
 
-/// Radix selection of `ranks` in every column; `None` when the budget
-/// cannot hold the passes' states.
+/// Radix selection of `ranks` in every column, beside the `held` bytes
+/// reserved for what it keeps between passes ([`Sizes::select_fixed`]).
 fn select<T: QuantileElement>(
     engine: &Engine,
     src: &ArrayFile,
     flat: bool,
     cols: usize,
     ranks: &[u64],
+    held: u64,
     report: &mut RunReport,
-) -> Result<Option<Vec<Option<Vec<T>>>>> {
-    let limit = engine.budget().limit();
-    let n = if flat {
-        src.meta().len()
-    } else {
-        src.meta().rows()
-    };
+) -> Result<Ranked<T>> {
+    let avail = engine.budget().limit().saturating_sub(held);
+    let meta = src.meta();
+    let row_bytes = meta.row_bytes() as u64;
+    let n = if flat { meta.len() } else { meta.rows() };
+    let r_n = ranks.len();
     // Pass 1: smallest and largest key, NaN count, per column.
-    let stats_bytes = cols as u64 * 24;
-    let mut stats = vec![(u64::MAX, 0u64, 0u64); cols];
-    let done = read_pass::<T, _>(
+    let stats_bytes = cols as u64 * STATS_BYTES;
+    let (stats, stats_held) = read_pass::<T, _, _>(
         engine,
         src,
-        stats_bytes,
+        held,
+        (stats_bytes, stats_bytes),
         report,
+        || vec![(u64::MAX, 0u64, 0u64); cols],
         || vec![(u64::MAX, 0u64, 0u64); cols],
         |s, data| {
             each_value(data, cols, flat, |j, v| {
@@ -513,47 +842,45 @@ fn select<T: QuantileElement>(
                 }
             })
         },
-        |s| {
-            for (a, b) in stats.iter_mut().zip(s) {
+        |a: &mut Vec<(u64, u64, u64)>, b| {
+            for (a, b) in a.iter_mut().zip(b) {
                 a.0 = a.0.min(b.0);
                 a.1 = a.1.max(b.1);
                 a.2 += b.2;
             }
         },
     )?;
-    if done.is_none() {
-        return Ok(None);
-    }
-    // Targets: (column, index into ranks) → its current interval.
-    let mut targets: Vec<(usize, usize, Interval)> = Vec::new();
-    let mut found: Vec<Option<Vec<Option<T>>>> = Vec::with_capacity(cols);
+    let mut ranked = Ranked {
+        values: vec![T::from_key(0); cols * r_n],
+        nan: stats.iter().map(|s| s.2 > 0).collect(),
+    };
+    let live = ranked.nan.iter().filter(|&&nan| !nan).count();
+    let mut targets: Vec<Target> = Vec::with_capacity(live * r_n);
     for (j, &(lo, hi, nans)) in stats.iter().enumerate() {
         if nans > 0 {
-            found.push(None);
             continue;
         }
-        found.push(Some(vec![None; ranks.len()]));
-        for r in 0..ranks.len() {
-            targets.push((
-                j,
+        for r in 0..r_n {
+            targets.push(Target {
                 r,
-                Interval {
+                iv: Interval {
                     col: j,
                     lo,
                     hi,
                     below: 0,
                     count: n,
                 },
-            ));
+            });
         }
     }
+    drop(stats);
+    drop(stats_held);
+    let slots = engine.threads() as u64 + 2;
     loop {
         // Intervals narrowed to one key are answered.
-        targets.retain(|&(j, r, iv)| {
-            if iv.lo == iv.hi {
-                if let Some(v) = &mut found[j] {
-                    v[r] = Some(T::from_key(iv.lo));
-                }
+        targets.retain(|t| {
+            if t.iv.lo == t.iv.hi {
+                ranked.values[t.iv.col * r_n + t.r] = T::from_key(t.iv.lo);
                 false
             } else {
                 true
@@ -562,43 +889,47 @@ fn select<T: QuantileElement>(
         if targets.is_empty() {
             break;
         }
-        let mut intervals: Vec<Interval> = targets.iter().map(|t| t.2).collect();
-        intervals.sort_by_key(|iv| (iv.col, iv.lo, iv.hi));
+        let mut intervals: Vec<Interval> = Vec::with_capacity(targets.len());
+        intervals.extend(targets.iter().map(|t| t.iv));
+        intervals.sort_unstable_by_key(|iv| (iv.col, iv.lo, iv.hi));
         intervals.dedup();
         let candidates: u64 = intervals.iter().map(|iv| iv.count).sum();
-        let slots = engine.threads() as u64 + 2;
-        if candidates.saturating_mul(8 * slots) <= limit / 2 {
+        let headers = intervals.len() as u64 * VEC_BYTES;
+        // The collected keys: exact vectors once merged; a block's grow
+        // by doubling.
+        let (merged, state) = (candidates * 8 + headers, 2 * candidates * 8 + headers);
+        if state.saturating_mul(slots) <= avail / 2
+            && pass_size(engine, avail, row_bytes, meta.rows(), merged, state).is_some()
+        {
             collect::<T>(
                 engine,
                 src,
                 flat,
                 cols,
                 &intervals,
-                candidates,
+                (held, merged, state),
                 ranks,
-                &mut targets,
-                &mut found,
+                &targets,
+                &mut ranked,
                 report,
             )?;
             break;
         }
         // A histogram pass: as many buckets as the budget allows.
-        let mut bits = 12u32;
         let hist = |bits: u32| intervals.len() as u64 * (8u64 << bits);
-        while bits > 4 && hist(bits) * slots > limit / 2 {
+        let mut bits = 12u32;
+        while bits > MIN_BUCKET_BITS && hist(bits).saturating_mul(slots) > avail / 2 {
             bits -= 1;
-        }
-        if hist(bits) * slots > limit / 2 {
-            return Ok(None);
         }
         let lookup = Lookup::new(&intervals, cols, bits);
         let buckets = 1usize << bits;
-        let mut merged = vec![0u64; intervals.len() * buckets];
-        let done = read_pass::<T, _>(
+        let (merged, merged_held) = read_pass::<T, _, _>(
             engine,
             src,
-            hist(bits),
+            held,
+            (hist(bits), hist(bits)),
             report,
+            || vec![0u64; intervals.len() * buckets],
             || vec![0u64; intervals.len() * buckets],
             |h, data| {
                 each_value(data, cols, flat, |j, v| {
@@ -607,17 +938,14 @@ fn select<T: QuantileElement>(
                     })
                 })
             },
-            |h| {
-                for (a, b) in merged.iter_mut().zip(h) {
+            |a: &mut Vec<u64>, h| {
+                for (a, b) in a.iter_mut().zip(h) {
                     *a += b;
                 }
             },
         )?;
-        if done.is_none() {
-            return Ok(None);
-        }
         for t in &mut targets {
-            let (_, r, iv) = *t;
+            let (r, iv) = (t.r, t.iv);
             let i = intervals
                 .binary_search_by_key(&(iv.col, iv.lo, iv.hi), |x| (x.col, x.lo, x.hi))
                 .map_err(|_| Error::Invalid("internal: lost a quantile interval".into()))?;
@@ -629,7 +957,7 @@ fn select<T: QuantileElement>(
                 if want < before + c {
                     let lo = iv.lo + ((b as u64) << shift);
                     let hi = lo.saturating_add((1u64 << shift) - 1).min(iv.hi);
-                    t.2 = Interval {
+                    t.iv = Interval {
                         col: iv.col,
                         lo,
                         hi,
@@ -641,22 +969,14 @@ fn select<T: QuantileElement>(
                 before += c;
             }
         }
+        drop(merged);
+        drop(merged_held);
     }
-    let mut out = Vec::with_capacity(cols);
-    for col in found {
-        out.push(match col {
-            None => None,
-            Some(v) => Some(
-                v.into_iter()
-                    .collect::<Option<Vec<T>>>()
-                    .ok_or_else(|| Error::Invalid("internal: a quantile rank was lost".into()))?,
-            ),
-        });
-    }
-    Ok(Some(out))
+    Ok(ranked)
 }
 
-/// The last pass: collects the keys in `intervals` and picks the ranks.
+/// The last pass: collects the keys in `intervals` and picks the ranks
+/// (`sizes`: the bytes selection holds, the merged keys' and a block's).
 #[allow(clippy::too_many_arguments)]
 fn collect<T: QuantileElement>(
     engine: &Engine,
@@ -664,19 +984,26 @@ fn collect<T: QuantileElement>(
     flat: bool,
     cols: usize,
     intervals: &[Interval],
-    candidates: u64,
+    (held, merged, state): (u64, u64, u64),
     ranks: &[u64],
-    targets: &mut Vec<(usize, usize, Interval)>,
-    found: &mut [Option<Vec<Option<T>>>],
+    targets: &[Target],
+    ranked: &mut Ranked<T>,
     report: &mut RunReport,
 ) -> Result<()> {
     let lookup = Lookup::new(intervals, cols, 0);
-    let mut keys: Vec<Vec<u64>> = vec![Vec::new(); intervals.len()];
-    read_pass::<T, _>(
+    let r_n = ranks.len();
+    let (mut keys, keys_held) = read_pass::<T, _, _>(
         engine,
         src,
-        candidates * 8,
+        held,
+        (merged, state),
         report,
+        || {
+            intervals
+                .iter()
+                .map(|iv| Vec::with_capacity(iv.count as usize))
+                .collect::<Vec<Vec<u64>>>()
+        },
         || vec![Vec::new(); intervals.len()],
         |s: &mut Vec<Vec<u64>>, data| {
             each_value(data, cols, flat, |j, v| {
@@ -684,28 +1011,27 @@ fn collect<T: QuantileElement>(
                 lookup.each(j, k, |i, _| s[i].push(k));
             })
         },
-        |s| {
-            for (a, b) in keys.iter_mut().zip(s) {
+        |a: &mut Vec<Vec<u64>>, s| {
+            for (a, b) in a.iter_mut().zip(s) {
                 a.extend(b);
             }
         },
-    )?
-    .ok_or_else(|| Error::Invalid("internal: quantile collection does not fit".into()))?;
+    )?;
     for k in &mut keys {
         k.sort_unstable();
     }
-    for &(j, r, iv) in targets.iter() {
+    for t in targets {
+        let iv = t.iv;
         let i = intervals
             .binary_search_by_key(&(iv.col, iv.lo, iv.hi), |x| (x.col, x.lo, x.hi))
             .map_err(|_| Error::Invalid("internal: lost a quantile interval".into()))?;
         let key = keys[i]
-            .get((ranks[r] - iv.below) as usize)
+            .get((ranks[t.r] - iv.below) as usize)
             .copied()
             .ok_or_else(|| Error::Invalid("internal: quantile rank not collected".into()))?;
-        if let Some(v) = &mut found[j] {
-            v[r] = Some(T::from_key(key));
-        }
+        ranked.values[iv.col * r_n + t.r] = T::from_key(key);
     }
-    targets.clear();
+    drop(keys);
+    drop(keys_held);
     Ok(())
 }

@@ -6,20 +6,32 @@
 //!    a spill file at the block's own byte offset. A run is one block:
 //!    for each column, a sorted segment.
 //! 2. **Merge levels.** Groups of up to `fan_in` consecutive runs are
-//!    merged column by column (a loser tree over one cursor per run; each cursor
-//!    reads its segment through a mapped window) into one longer run at
-//!    the same place of a second spill file. Levels repeat, ping-ponging
-//!    between two files, until one run is left: every column sorted, in
-//!    column-major order.
+//!    merged into one longer run at the same place of a second spill file.
+//!    Where a column's merged segment fits one window, a *stripe* of as
+//!    many columns as fit is merged at once: each run's part of the
+//!    stripe (contiguous, since runs are column-major) is read through
+//!    one mapped window, and the stripe is written with one write — so
+//!    rows of millions of short columns cost a few maps per stripe, not
+//!    one per column and run. Longer columns are merged one at a time by
+//!    a loser tree over one cursor per run, each reading its segment
+//!    through a mapped window. Levels repeat, ping-ponging between two
+//!    files, until one run is left: every column sorted, in column-major
+//!    order.
 //! 3. **Rows.** The column-major result is turned back into row-major
-//!    blocks (one mapped window per column slice) and written to the
-//!    output or to a spill file.
+//!    blocks (one mapped window per stripe of columns, or per column
+//!    slice when columns are long) and written to the output or to a
+//!    spill file.
 //!
 //! Memory: each phase sizes its blocks, windows and fan-in from the whole
-//! budget and reserves it before starting. I/O: the input is read once;
-//! runs, every merge level and the final rows each write the data once
-//! (spill writes go to the page cache and reach the disk only when memory
-//! is short); `docs/spill.md` has the arithmetic.
+//! budget and reserves it before starting; every allocation of a phase
+//! (blocks, windows, the merge's cursors and tree) is counted, and none
+//! grows with the number of columns or runs (runs are computed from their
+//! index, not listed). A limit too small for any phase is refused before
+//! anything is read, naming the smallest limit that runs every phase
+//! ([`minimum`]). I/O: the input is read once; runs, every merge level and
+//! the final rows each write the data once (spill writes go to the page
+//! cache and reach the disk only when memory is short); `docs/spill.md`
+//! has the arithmetic.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,7 +49,10 @@ const FAN_IN_MAX: u64 = 128;
 /// Merge windows are at least this large when the budget allows.
 const WINDOW_MIN: u64 = 64 << 10;
 /// ... and at most this large.
-const WINDOW_MAX: u64 = 1 << 20;
+pub(crate) const WINDOW_MAX: u64 = 1 << 20;
+/// Bytes a merge holds per run besides its window: a cursor, its entry
+/// in the loser tree and its current key.
+const PER_RUN: u64 = 128;
 
 /// Sorted data, column-major: column `j`'s `n` values are elements
 /// `j * n .. (j + 1) * n` of `file`.
@@ -47,21 +62,47 @@ pub(crate) struct SortedColumns {
     pub(crate) itemsize: usize,
 }
 
-impl SortedColumns {
-    /// The value of rank `rank` (0-based) in column `col`.
-    pub(crate) fn get<T: SortKey>(&self, col: usize, rank: u64) -> Result<T> {
-        let at = (col as u64 * self.n + rank) * self.itemsize as u64;
-        let w = self.file.map(at, self.itemsize)?;
-        read::<T>(&w, 0, self.itemsize)
-    }
-}
-
 /// A run: for each of `cols` columns a sorted segment of `len` values;
 /// column `j`'s segment starts at element `offset + j * len`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Run {
     offset: u64,
     len: u64,
+}
+
+/// The shape being sorted: `rows × row_len`, by column (or, `flat`, all
+/// elements as one column).
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    rows: u64,
+    row_len: usize,
+    flat: bool,
+}
+
+impl Geometry {
+    fn cols(self) -> u64 {
+        if self.flat { 1 } else { self.row_len as u64 }
+    }
+
+    /// Run `i` of runs of `span` rows each (the last may be shorter).
+    fn run(self, i: u64, span: u64) -> Run {
+        let start = i.saturating_mul(span).min(self.rows);
+        let end = start.saturating_add(span).min(self.rows);
+        let len = end - start;
+        Run {
+            offset: start * self.row_len as u64,
+            len: if self.flat {
+                len * self.row_len as u64
+            } else {
+                len
+            },
+        }
+    }
+
+    /// How many runs of `span` rows there are.
+    fn runs(self, span: u64) -> u64 {
+        self.rows.div_ceil(span.max(1))
+    }
 }
 
 /// How a sort runs under the budget.
@@ -83,8 +124,37 @@ pub(crate) struct SortPlan {
     pub(crate) levels: u32,
     /// Rows per block when writing rows back.
     pub(crate) out_rows: u64,
+    /// Bytes of the window each task maps while writing rows back (at
+    /// least one column's slice of a block).
+    pub(crate) out_window: u64,
     /// Row blocks written at once.
     pub(crate) out_tasks: usize,
+}
+
+impl SortPlan {
+    /// Rows per run after `level` merge levels (0: the sorted runs).
+    fn span(&self, level: u32) -> u64 {
+        self.run_rows
+            .saturating_mul(self.fan_in.checked_pow(level).unwrap_or(u64::MAX))
+    }
+}
+
+/// The smallest limit under which a sort of a `rows × row_len` array of
+/// `itemsize`-byte values runs every phase: one row read and one sorted
+/// (runs); three windows of one value and two cursors (a merge of two
+/// runs, when there are two rows or more); one output row and a window
+/// (rows back, unless `flat`).
+pub(crate) fn minimum(rows: u64, row_len: usize, itemsize: usize, flat: bool) -> u64 {
+    let isz = itemsize as u64;
+    let row_bytes = (row_len as u64 * isz).max(1);
+    let runs = 2 * row_bytes;
+    let merge = if rows > 1 {
+        3 * (isz + 2 * PAGE) + 2 * PER_RUN
+    } else {
+        0
+    };
+    let out = if flat { 0 } else { row_bytes + isz + 2 * PAGE };
+    runs.max(merge).max(out)
 }
 
 /// Plans the sort of a `rows × row_len` array of `itemsize`-byte values
@@ -100,6 +170,18 @@ pub(crate) fn plan(
     let threads = engine.threads().max(1);
     let isz = itemsize as u64;
     let row_bytes = (row_len as u64 * isz).max(1);
+    let least = minimum(rows, row_len, itemsize, flat);
+    let refuse = |what: &str| too_small(engine, 2 * row_bytes, least, what);
+    if limit < least {
+        let what = if limit < 2 * row_bytes {
+            "sort: one row read and one row sorted"
+        } else if !flat && limit < row_bytes + isz + 2 * PAGE {
+            "sort: one output row and a mapped window"
+        } else {
+            "sort: a merge of two runs needs three mapped windows"
+        };
+        return Err(refuse(what));
+    }
     // Runs: a block read plus its sorted copy, per slot.
     let per_row = 2 * row_bytes;
     let mut slots = threads + 1;
@@ -108,25 +190,23 @@ pub(crate) fn plan(
         slots = 1;
         run_rows = limit / per_row;
     }
-    if run_rows == 0 {
-        return Err(too_small(
-            engine,
-            per_row,
-            per_row,
-            "sort: one row read and one row sorted",
-        ));
-    }
     // At least two runs per thread, so every thread sorts.
     let spread = rows.div_ceil(2 * threads as u64).max(1);
-    let run_rows = run_rows.min(spread).min(rows.max(1)).min(u32::MAX as u64);
+    let run_rows = run_rows
+        .max(1)
+        .min(spread)
+        .min(rows.max(1))
+        .min(u32::MAX as u64);
     let runs = rows.div_ceil(run_rows);
-    // Merges: (fan_in + 1) windows per task (one per run, one for output).
+    // Merges: (fan_in + 1) windows per task (one per run, one for
+    // output), and a cursor per run.
     let cols = if flat { 1 } else { row_len.max(1) } as u64;
-    let window =
-        |tasks: u64, fan_in: u64| (limit / (tasks * (fan_in + 1))).saturating_sub(2 * PAGE);
+    let window = |tasks: u64, fan_in: u64| {
+        ((limit / tasks).saturating_sub(fan_in * PER_RUN) / (fan_in + 1)).saturating_sub(2 * PAGE)
+    };
     let mut fan_in = runs.clamp(2, FAN_IN_MAX);
     let mut tasks = (threads as u64).min(cols * runs.div_ceil(fan_in)).max(1);
-    let most = (limit / (tasks * (WINDOW_MIN + 2 * PAGE))).saturating_sub(1);
+    let most = (limit / (tasks * (WINDOW_MIN + 2 * PAGE + PER_RUN))).saturating_sub(1);
     fan_in = fan_in.min(most.max(2));
     let mut w = window(tasks, fan_in);
     if w < isz {
@@ -137,23 +217,20 @@ pub(crate) fn plan(
         fan_in = 2;
         w = window(1, 2);
     }
-    if w < isz {
-        let minimum = 3 * (isz + 2 * PAGE);
-        return Err(too_small(
-            engine,
-            isz,
-            minimum,
+    if w < isz && runs > 1 {
+        return Err(refuse(
             "sort: a merge of two runs needs three mapped windows",
         ));
     }
-    let w = w.min(WINDOW_MAX) / isz * isz;
+    let w = (w.min(WINDOW_MAX) / isz * isz).max(isz);
     let mut levels = 0;
     let mut n = runs;
     while n > 1 {
         n = n.div_ceil(fan_in);
         levels += 1;
     }
-    // Rows back: an output block plus one column window, per task.
+    // Rows back: an output block plus a window of at least one column's
+    // slice of it, per task.
     let mut out_tasks = threads;
     let fit = |t: u64| (limit / t).saturating_sub(2 * PAGE) / (row_bytes + isz);
     let mut out_rows = fit(out_tasks as u64);
@@ -162,17 +239,18 @@ pub(crate) fn plan(
         out_rows = fit(1);
     }
     if out_rows == 0 && !flat {
-        let minimum = row_bytes + isz + 2 * PAGE;
-        return Err(too_small(
-            engine,
-            row_bytes + isz,
-            minimum,
-            "sort: one output row and a mapped window",
-        ));
+        return Err(refuse("sort: one output row and a mapped window"));
     }
     let out_rows = out_rows
+        .max(1)
         .min((engine.block_bytes() / row_bytes).max(1))
         .min(rows.max(1));
+    // What is left of a task's share widens its window (a stripe of
+    // short columns per map), up to WINDOW_MAX.
+    let spare = (limit / out_tasks as u64)
+        .saturating_sub(2 * PAGE)
+        .saturating_sub(out_rows * row_bytes);
+    let out_window = (spare.min(WINDOW_MAX) / isz * isz).max(out_rows * isz);
     Ok(SortPlan {
         run_rows,
         slots,
@@ -182,6 +260,7 @@ pub(crate) fn plan(
         merge_tasks: tasks as usize,
         levels,
         out_rows,
+        out_window,
         out_tasks,
     })
 }
@@ -191,6 +270,13 @@ pub(crate) fn plan(
 fn read<T: SortKey>(w: &[u8], i: usize, itemsize: usize) -> Result<T> {
     bytemuck::checked::try_pod_read_unaligned::<T>(&w[i * itemsize..(i + 1) * itemsize])
         .map_err(|e| Error::Invalid(format!("internal: spilled value unreadable: {e}")))
+}
+
+/// A mapped window as values (windows start at a multiple of the item
+/// size from a page boundary, so they are aligned).
+pub(crate) fn values<T: SortKey>(w: &[u8]) -> Result<&[T]> {
+    bytemuck::checked::try_cast_slice::<u8, T>(w)
+        .map_err(|e| Error::Invalid(format!("internal: spilled values unreadable: {e}")))
 }
 
 /// Sorts every column of `src` (or, `flat`, all its elements as one
@@ -206,18 +292,19 @@ pub(crate) fn sort_columns<T: SortKey>(
     let isz = std::mem::size_of::<T>();
     let p = plan(engine, rows, row_len, isz, flat)?;
     let total = rows * row_len as u64 * isz as u64;
-    let (cols, n) = if flat {
-        (1, rows * row_len as u64)
-    } else {
-        (row_len, rows)
+    let geo = Geometry {
+        rows,
+        row_len,
+        flat,
     };
+    let n = if flat { rows * row_len as u64 } else { rows };
     let first = engine.spill().create(total)?;
-    let mut runs = make_runs::<T>(engine, src, &first, &p, flat, report)?;
+    make_runs::<T>(engine, src, &first, &p, flat, report)?;
     let mut file = first;
-    while runs.len() > 1 {
-        let (next, merged) = merge_level::<T>(engine, &file, &runs, cols, &p, report)?;
-        file = next;
-        runs = merged;
+    let mut level = 0;
+    while geo.runs(p.span(level)) > 1 {
+        file = merge_level::<T>(engine, &file, geo, level, &p, report)?;
+        level += 1;
     }
     Ok(SortedColumns {
         file,
@@ -226,7 +313,8 @@ pub(crate) fn sort_columns<T: SortKey>(
     })
 }
 
-/// Phase 1: sorted runs, one per block, written in place.
+/// Phase 1: sorted runs, one per block of `p.run_rows` rows, written in
+/// place.
 fn make_runs<T: SortKey>(
     engine: &Engine,
     src: &ArrayFile,
@@ -234,7 +322,7 @@ fn make_runs<T: SortKey>(
     p: &SortPlan,
     flat: bool,
     report: &mut RunReport,
-) -> Result<Vec<Run>> {
+) -> Result<()> {
     let meta = src.meta();
     let row_len = meta.row_len();
     let isz = std::mem::size_of::<T>();
@@ -249,7 +337,7 @@ fn make_runs<T: SortKey>(
         (Consumer::Reader, block * p.slots as u64),
         (Consumer::Kernel, block * p.slots as u64),
     ]);
-    let mut runs = Vec::new();
+    let mut runs = 0;
     let read = stream_file(
         engine,
         "blocks of sorted runs",
@@ -268,8 +356,10 @@ fn make_runs<T: SortKey>(
                 transpose(data, r, row_len)
             };
             let seg = if flat { buf.len() } else { r };
-            for s in buf.chunks_mut(seg) {
-                key::sort(s);
+            if seg > 1 {
+                for s in buf.chunks_mut(seg) {
+                    key::sort(s);
+                }
             }
             spill.write_at(
                 rows.start * (row_len * isz) as u64,
@@ -277,25 +367,24 @@ fn make_runs<T: SortKey>(
             )?;
             Ok(())
         },
-        |rows, ()| {
-            let len = rows.end - rows.start;
-            runs.push(Run {
-                offset: rows.start * row_len as u64,
-                len: if flat { len * row_len as u64 } else { len },
-            });
+        |_rows, ()| {
+            runs += 1;
             Ok(())
         },
     )?;
     report.bytes_read += read;
     report.bytes_spilled += spill.len();
-    report.blocks += runs.len() as u64;
+    report.blocks += runs;
     report.passes += 1;
-    Ok(runs)
+    Ok(())
 }
 
 /// `rows × cols` row-major to column-major, in cache-sized tiles.
 fn transpose<T: Copy>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
     let mut out = data.to_vec();
+    if rows <= 1 || cols <= 1 {
+        return out;
+    }
     const TILE: usize = 32;
     for r0 in (0..rows).step_by(TILE) {
         let r1 = (r0 + TILE).min(rows);
@@ -311,25 +400,23 @@ fn transpose<T: Copy>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
     out
 }
 
-/// Phase 2, one level: merges groups of `fan_in` runs into a new file.
+/// Phase 2, one level: merges groups of `fan_in` runs of
+/// `p.span(level)` rows into runs of `p.span(level + 1)` rows, in a new
+/// file.
 fn merge_level<T: SortKey>(
     engine: &Engine,
     src: &SpillFile,
-    runs: &[Run],
-    cols: usize,
+    geo: Geometry,
+    level: u32,
     p: &SortPlan,
     report: &mut RunReport,
-) -> Result<(SpillFile, Vec<Run>)> {
-    let groups: Vec<&[Run]> = runs.chunks(p.fan_in as usize).collect();
-    let merged: Vec<Run> = groups
-        .iter()
-        .map(|g| Run {
-            offset: g[0].offset,
-            len: g.iter().map(|r| r.len).sum(),
-        })
-        .collect();
+) -> Result<SpillFile> {
+    let (span_in, span_out) = (p.span(level), p.span(level + 1));
+    let runs_in = geo.runs(span_in);
+    let groups = geo.runs(span_out);
+    let cols = geo.cols();
     let dst = engine.spill().create(src.len())?;
-    let per_task = (p.fan_in + 1) * (p.window_bytes + 2 * PAGE);
+    let per_task = (p.fan_in + 1) * (p.window_bytes + 2 * PAGE) + p.fan_in * PER_RUN;
     let _reserved = super::reserve_slots(
         engine,
         &[(Consumer::Spill, per_task * p.merge_tasks as u64)],
@@ -337,27 +424,53 @@ fn merge_level<T: SortKey>(
         0,
     )?;
     report.note_reservations(&[(Consumer::Spill, per_task * p.merge_tasks as u64)]);
-    let tasks: Vec<(usize, usize)> = (0..groups.len())
-        .flat_map(|g| (0..cols).map(move |j| (g, j)))
-        .collect();
     let isz = std::mem::size_of::<T>();
     let window = (p.window_bytes as usize / isz).max(1);
-    let workers = p.merge_tasks.min(tasks.len()).max(1);
-    // Cancellation is checked before each column merge and at every
-    // window of merged output.
+    // Columns whose merged segments fit one window are merged a stripe
+    // at a time; longer ones one by one through cursors.
+    let longest = geo.run(0, span_out).len.max(1);
+    let stripe = (longest <= window as u64).then(|| window as u64 / longest);
+    let per_group = match stripe {
+        Some(width) => cols.div_ceil(width),
+        None => cols,
+    };
+    let total = groups * per_group;
+    let workers = (p.merge_tasks as u64).min(total).max(1) as usize;
+    // Cancellation is checked before each merge and at every window of
+    // merged output.
     let done = AtomicU64::new(0);
     let check = || {
         engine.check_cancel(
             "column merges of a sort merge level",
             done.load(Ordering::Relaxed),
-            tasks.len() as u64,
+            total,
         )
     };
     engine.pool().install(|| {
         (0..workers).into_par_iter().try_for_each(|t| {
-            for &(g, j) in tasks.iter().skip(t).step_by(workers) {
+            let mut tree = LoserTree::default();
+            let mut buf: Vec<T> = Vec::with_capacity(window);
+            let mut group: Vec<Run> = Vec::with_capacity(p.fan_in as usize);
+            for task in (t as u64..total).step_by(workers) {
                 check()?;
-                merge_one::<T>(src, &dst, groups[g], merged[g], j, window, &check)?;
+                let (g, part) = (task / per_group, task % per_group);
+                group.clear();
+                let first = g * p.fan_in;
+                let last = (first + p.fan_in).min(runs_in);
+                group.extend((first..last).map(|i| geo.run(i, span_in)));
+                let out = geo.run(g, span_out);
+                match stripe {
+                    Some(width) => {
+                        let c0 = part * width;
+                        let c1 = (c0 + width).min(cols);
+                        merge_stripe::<T>(src, &dst, &group, out, c0..c1, &mut tree, &mut buf)?;
+                    }
+                    None => {
+                        merge_one::<T>(
+                            src, &dst, &group, out, part, window, &mut tree, &mut buf, &check,
+                        )?;
+                    }
+                }
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<(), Error>(())
@@ -365,7 +478,152 @@ fn merge_level<T: SortKey>(
     })?;
     report.bytes_spilled += dst.len();
     report.passes += 1;
-    Ok((dst, merged))
+    Ok(dst)
+}
+
+/// A sorted sequence being merged.
+trait Sorted<T> {
+    /// The current value.
+    fn current(&self) -> T;
+    /// Moves to the next value; false at the end.
+    fn advance(&mut self) -> Result<bool>;
+}
+
+/// A non-empty sorted slice.
+struct SliceSeq<'a, T> {
+    values: &'a [T],
+    at: usize,
+}
+
+impl<T: Copy> Sorted<T> for SliceSeq<'_, T> {
+    #[inline]
+    fn current(&self) -> T {
+        self.values[self.at]
+    }
+    #[inline]
+    fn advance(&mut self) -> Result<bool> {
+        self.at += 1;
+        Ok(self.at < self.values.len())
+    }
+}
+
+/// A loser tree over non-empty sorted sequences: one comparison per level
+/// for each value merged. Its vectors are kept between merges.
+#[derive(Default)]
+struct LoserTree {
+    cur: Vec<u128>,
+    tree: Vec<usize>,
+}
+
+impl LoserTree {
+    /// Merges `seqs` (each non-empty), calling `emit` with every value in
+    /// order (ties in sequence order).
+    fn merge<T: SortKey, S: Sorted<T>>(
+        &mut self,
+        seqs: &mut [S],
+        mut emit: impl FnMut(T) -> Result<()>,
+    ) -> Result<()> {
+        let k = seqs.len();
+        if k == 0 {
+            return Ok(());
+        }
+        let rank = |v: T, i: usize| (u128::from(v.key()) << 64) | i as u128;
+        self.cur.clear();
+        self.cur
+            .extend(seqs.iter().enumerate().map(|(i, s)| rank(s.current(), i)));
+        self.tree.clear();
+        self.tree.resize(k.max(1), 0);
+        fn build(node: usize, k: usize, cur: &[u128], tree: &mut [usize]) -> usize {
+            if node >= k {
+                return node - k;
+            }
+            let (l, r) = (
+                build(2 * node, k, cur, tree),
+                build(2 * node + 1, k, cur, tree),
+            );
+            let (win, lose) = if cur[l] <= cur[r] { (l, r) } else { (r, l) };
+            tree[node] = lose;
+            win
+        }
+        let (cur, tree) = (&mut self.cur, &mut self.tree);
+        tree[0] = build(1, k, cur, tree);
+        loop {
+            let w = tree[0];
+            if cur[w] == u128::MAX {
+                return Ok(());
+            }
+            let s = &mut seqs[w];
+            emit(s.current())?;
+            cur[w] = if s.advance()? {
+                rank(s.current(), w)
+            } else {
+                u128::MAX
+            };
+            let mut winner = w;
+            let mut node = (w + k) / 2;
+            while node > 0 {
+                let t = tree[node];
+                if cur[t] < cur[winner] {
+                    tree[node] = winner;
+                    winner = t;
+                }
+                node /= 2;
+            }
+            tree[0] = winner;
+        }
+    }
+}
+
+/// Merges columns `cols` of the runs of `group` into `out`, a stripe at
+/// once: each run's part of the stripe through one mapped window, the
+/// merged stripe (at most `buf`'s capacity) written with one write.
+fn merge_stripe<T: SortKey>(
+    src: &SpillFile,
+    dst: &SpillFile,
+    group: &[Run],
+    out: Run,
+    cols: std::ops::Range<u64>,
+    tree: &mut LoserTree,
+    buf: &mut Vec<T>,
+) -> Result<()> {
+    let isz = std::mem::size_of::<T>() as u64;
+    let width = cols.end - cols.start;
+    let mut windows: Vec<SpillWindow> = Vec::with_capacity(group.len());
+    for run in group {
+        let at = (run.offset + cols.start * run.len) * isz;
+        windows.push(src.map(at, (width * run.len * isz) as usize)?);
+    }
+    let views = windows
+        .iter()
+        .map(|w| values::<T>(w))
+        .collect::<Result<Vec<&[T]>>>()?;
+    buf.clear();
+    let mut seqs: Vec<SliceSeq<'_, T>> = Vec::with_capacity(group.len());
+    for j in 0..width as usize {
+        seqs.clear();
+        for (run, view) in group.iter().zip(&views) {
+            let len = run.len as usize;
+            if len > 0 {
+                seqs.push(SliceSeq {
+                    values: &view[j * len..(j + 1) * len],
+                    at: 0,
+                });
+            }
+        }
+        if let [only] = seqs.as_slice() {
+            buf.extend_from_slice(only.values);
+        } else {
+            tree.merge(&mut seqs, |v| {
+                buf.push(v);
+                Ok(())
+            })?;
+        }
+    }
+    dst.write_at(
+        (out.offset + cols.start * out.len) * isz,
+        bytemuck::cast_slice(buf),
+    )?;
+    Ok(())
 }
 
 /// A run's segment of one column, read through a mapped window.
@@ -413,8 +671,14 @@ impl<'f, T: SortKey> Cursor<'f, T> {
         self.current = read::<T>(&self.window, 0, isz)?;
         Ok(())
     }
+}
 
-    /// Moves to the next value; false at the end of the segment.
+impl<T: SortKey> Sorted<T> for Cursor<'_, T> {
+    #[inline]
+    fn current(&self) -> T {
+        self.current
+    }
+
     #[inline]
     fn advance(&mut self) -> Result<bool> {
         self.next += 1;
@@ -431,87 +695,52 @@ impl<'f, T: SortKey> Cursor<'f, T> {
     }
 }
 
-/// Merges column `col` of the runs of `group` into column `col` of `out`,
-/// calling `check` (which fails once the run is cancelled) at every
-/// `window` values written.
+/// Merges column `col` of the runs of `group` into column `col` of `out`
+/// through cursors, writing every `window` values from `buf` (whose
+/// capacity is `window`) and calling `check` (which fails once the run
+/// is cancelled) after each write.
+#[allow(clippy::too_many_arguments)]
 fn merge_one<T: SortKey>(
     src: &SpillFile,
     dst: &SpillFile,
     group: &[Run],
     out: Run,
-    col: usize,
+    col: u64,
     window: usize,
+    tree: &mut LoserTree,
+    buf: &mut Vec<T>,
     check: &(dyn Fn() -> Result<()> + Sync),
 ) -> Result<()> {
     let isz = std::mem::size_of::<T>() as u64;
     let mut cursors = Vec::with_capacity(group.len());
     for run in group {
-        if let Some(c) = Cursor::<T>::new(src, run.offset + col as u64 * run.len, run.len, window)?
-        {
+        if let Some(c) = Cursor::<T>::new(src, run.offset + col * run.len, run.len, window)? {
             cursors.push(c);
         }
     }
-    // A loser tree: one comparison per level for each value merged.
-    let k = cursors.len();
-    let rank = |c: &Cursor<'_, T>, i: usize| (u128::from(c.current.key()) << 64) | i as u128;
-    let mut cur: Vec<u128> = cursors
-        .iter()
-        .enumerate()
-        .map(|(i, c)| rank(c, i))
-        .collect();
-    let mut tree = vec![0usize; k.max(1)];
-    fn build(node: usize, k: usize, cur: &[u128], tree: &mut [usize]) -> usize {
-        if node >= k {
-            return node - k;
-        }
-        let (l, r) = (
-            build(2 * node, k, cur, tree),
-            build(2 * node + 1, k, cur, tree),
-        );
-        let (win, lose) = if cur[l] <= cur[r] { (l, r) } else { (r, l) };
-        tree[node] = lose;
-        win
-    }
-    if k == 0 {
-        return Ok(());
-    }
-    tree[0] = build(1, k, &cur, &mut tree);
-    let mut at = (out.offset + col as u64 * out.len) * isz;
-    let mut buf: Vec<T> = Vec::with_capacity(window);
-    loop {
-        let w = tree[0];
-        if cur[w] == u128::MAX {
-            break;
-        }
-        let c = &mut cursors[w];
-        buf.push(c.current);
-        cur[w] = if c.advance()? { rank(c, w) } else { u128::MAX };
-        let mut winner = w;
-        let mut node = (w + k) / 2;
-        while node > 0 {
-            let t = tree[node];
-            if cur[t] < cur[winner] {
-                tree[node] = winner;
-                winner = t;
-            }
-            node /= 2;
-        }
-        tree[0] = winner;
+    let mut at = (out.offset + col * out.len) * isz;
+    buf.clear();
+    tree.merge(&mut cursors, |v| {
+        buf.push(v);
         if buf.len() == window {
-            dst.write_at(at, bytemuck::cast_slice(&buf))?;
+            dst.write_at(at, bytemuck::cast_slice(buf))?;
             at += (buf.len() as u64) * isz;
             buf.clear();
             check()?;
         }
-    }
+        Ok(())
+    })?;
     if !buf.is_empty() {
-        dst.write_at(at, bytemuck::cast_slice(&buf))?;
+        dst.write_at(at, bytemuck::cast_slice(buf))?;
     }
     Ok(())
 }
 
 /// Phase 3: writes column-major sorted data as `rows × row_len` row-major
-/// blocks to `sink`.
+/// blocks to `sink`. For each block, columns are read a stripe at a time:
+/// one mapped window from the block's first row of a stripe's first
+/// column to its last row of the stripe's last column (one column per
+/// window when columns are long).
 pub(crate) fn write_rows(
     engine: &Engine,
     sorted: &SortedColumns,
@@ -526,7 +755,7 @@ pub(crate) fn write_rows(
         return Ok(());
     }
     let p = plan(engine, rows, row_len, isz, false)?;
-    let per_task = p.out_rows * (row_bytes + isz) as u64 + 2 * PAGE;
+    let per_task = p.out_rows * row_bytes as u64 + p.out_window + 2 * PAGE;
     let _reserved = reserve_slots(
         engine,
         &[(Consumer::Writer, per_task * p.out_tasks as u64)],
@@ -536,6 +765,7 @@ pub(crate) fn write_rows(
     report.note_reservations(&[(Consumer::Writer, per_task * p.out_tasks as u64)]);
     let blocks = rows.div_ceil(p.out_rows) as usize;
     let workers = p.out_tasks.min(blocks).max(1);
+    let window = (p.out_window / isz as u64).max(1);
     let done = AtomicU64::new(0);
     engine.pool().install(|| {
         (0..workers).into_par_iter().try_for_each(|t| {
@@ -548,12 +778,22 @@ pub(crate) fn write_rows(
                 )?;
                 let r0 = b as u64 * p.out_rows;
                 let r1 = (r0 + p.out_rows).min(rows);
-                let n = (r1 - r0) as usize;
-                let out = &mut out[..n * row_bytes];
-                for j in 0..row_len {
-                    let at = (j as u64 * rows + r0) * isz as u64;
-                    let w = sorted.file.map(at, n * isz)?;
-                    scatter(&w, out, j, row_len, isz);
+                let n = r1 - r0;
+                let out = &mut out[..n as usize * row_bytes];
+                // Columns c0..c1 span (c1 - c0 - 1) * rows + n values.
+                let width = (1 + window.saturating_sub(n) / rows).max(1);
+                let mut c0 = 0u64;
+                while c0 < row_len as u64 {
+                    let c1 = (c0 + width).min(row_len as u64);
+                    let at = (c0 * rows + r0) * isz as u64;
+                    let len = ((c1 - c0 - 1) * rows + n) as usize * isz;
+                    let w = sorted.file.map(at, len)?;
+                    for j in c0..c1 {
+                        let from = ((j - c0) * rows) as usize * isz;
+                        let col = &w[from..from + n as usize * isz];
+                        scatter(col, out, j as usize, row_len, isz);
+                    }
+                    c0 = c1;
                 }
                 sink.write(r0, row_bytes, out)?;
                 done.fetch_add(1, Ordering::Relaxed);
@@ -611,6 +851,7 @@ fn sort_into<T: SortKey>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use outcore_chunker::{ArrayWriter, DType, OutputSpec};
 
     #[test]
     fn transpose_tiles() {
@@ -625,16 +866,99 @@ mod tests {
         }
     }
 
+    fn write_i64(path: &std::path::Path, a: &ndarray::Array2<i64>) {
+        let shape = a.shape().iter().map(|&d| d as u64).collect();
+        let w = ArrayWriter::create(path, OutputSpec::npy(DType::I64, shape)).unwrap();
+        w.write_block(0, a.view()).unwrap();
+        w.finish().unwrap();
+    }
+
+    /// Sorts `a` under `limit` through the spill path and compares with
+    /// each column sorted in memory; returns the plan.
+    fn sort_and_check(dir: &std::path::Path, a: &ndarray::Array2<i64>, limit: u64) -> SortPlan {
+        let path = dir.join("x.npy");
+        let _ = std::fs::remove_file(&path);
+        write_i64(&path, a);
+        let src = ArrayFile::open(&path).unwrap();
+        let engine = Engine::builder()
+            .memory_limit(limit)
+            .threads(2)
+            .spill_dir(dir)
+            .build()
+            .unwrap();
+        let (rows, cols) = a.dim();
+        let p = plan(&engine, rows as u64, cols, 8, false).unwrap();
+        let mut report = RunReport::default();
+        let sorted = sort_columns::<i64>(&engine, &src, false, &mut report).unwrap();
+        let out = engine.spill().create((rows * cols * 8) as u64).unwrap();
+        write_rows(
+            &engine,
+            &sorted,
+            rows as u64,
+            cols,
+            &RowSink::Spill(&out),
+            &mut report,
+        )
+        .unwrap();
+        assert!(report.peak_reserved <= limit, "{report:?}");
+        assert_eq!(engine.budget().reserved(), 0);
+        let w = out.map(0, rows * cols * 8).unwrap();
+        let got: &[i64] = values(&w).unwrap();
+        for c in 0..cols {
+            let mut want: Vec<i64> = a.column(c).to_vec();
+            want.sort_unstable();
+            let col: Vec<i64> = (0..rows).map(|r| got[r * cols + c]).collect();
+            assert_eq!(col, want, "column {c} of {rows} x {cols} at {limit}: {p:?}");
+        }
+        p
+    }
+
+    /// Rows far wider than a window: runs of one row, merged a stripe of
+    /// columns at a time, and rows written back a stripe at a time —
+    /// equal to sorting each column in memory, also at the smallest limit
+    /// the plan names.
+    #[test]
+    fn wide_rows_merge_and_write_by_stripes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, cols) = (7usize, 20_000usize);
+        let a = ndarray::Array2::from_shape_fn((rows, cols), |(r, c)| {
+            ((r * 7919 + c * 104_729) % 1013) as i64 - 500
+        });
+        let row_bytes = (cols * 8) as u64;
+        let least = minimum(rows as u64, cols, 8, false);
+        assert_eq!(least, 2 * row_bytes);
+        let p = sort_and_check(dir.path(), &a, least);
+        assert_eq!((p.run_rows, p.runs), (1, 7), "{p:?}");
+        // A merged column (at most 7 values) is far shorter than a window.
+        assert!(p.levels >= 1 && p.window_bytes >= 7 * 8 * 64, "{p:?}");
+        assert!(p.out_window > p.out_rows * 8, "{p:?}");
+        // Just below: refused, naming that limit.
+        let engine = Engine::builder()
+            .memory_limit(least - 1)
+            .threads(2)
+            .build()
+            .unwrap();
+        match plan(&engine, rows as u64, cols, 8, false) {
+            Err(Error::LimitTooSmall { minimum: m, .. }) => assert_eq!(m, least),
+            other => panic!("expected LimitTooSmall, got {other:?}"),
+        }
+        // Several levels of stripes, and columns long enough for cursors.
+        sort_and_check(dir.path(), &a, 6 * row_bytes);
+        let tall = ndarray::Array2::from_shape_fn((5000, 3), |(r, c)| {
+            ((r * 7919 + c * 104_729) % 1013) as i64
+        });
+        let p = sort_and_check(dir.path(), &tall, 64 << 10);
+        assert!(p.levels > 1, "{p:?}");
+    }
+
     #[test]
     fn merges_and_rows_stop_when_cancelled() {
-        use outcore_chunker::{ArrayWriter, CancelToken, DType, OutputSpec};
+        use outcore_chunker::CancelToken;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.npy");
         let (rows, cols) = (4000usize, 4usize);
-        let w = ArrayWriter::create(&path, OutputSpec::npy(DType::I64, vec![4000, 4])).unwrap();
         let a = ndarray::Array2::from_shape_fn((rows, cols), |(r, c)| ((r * 31 + c) % 97) as i64);
-        w.write_block(0, a.view()).unwrap();
-        w.finish().unwrap();
+        write_i64(&path, &a);
         let src = ArrayFile::open(&path).unwrap();
         let token = CancelToken::new();
         let engine = Engine::builder()
@@ -648,9 +972,14 @@ mod tests {
         assert!(p.runs > 2 && p.levels > 1, "{p:?}");
         let mut report = RunReport::default();
         let first = engine.spill().create((rows * cols * 8) as u64).unwrap();
-        let runs = make_runs::<i64>(&engine, &src, &first, &p, false, &mut report).unwrap();
+        make_runs::<i64>(&engine, &src, &first, &p, false, &mut report).unwrap();
         token.cancel();
-        let err = merge_level::<i64>(&engine, &first, &runs, cols, &p, &mut report)
+        let geo = Geometry {
+            rows: rows as u64,
+            row_len: cols,
+            flat: false,
+        };
+        let err = merge_level::<i64>(&engine, &first, geo, 0, &p, &mut report)
             .err()
             .unwrap();
         assert!(
