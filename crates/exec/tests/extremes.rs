@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | all-NaN columns | `f64_nan_inf` col 4, `f64_extremes` col 0, `f32_extremes` col 0, `f16_extremes` col 3; `semantics.rs`: `all_nan_columns_in_the_nan_variants`, `nansum_of_all_nan_is_zero_and_nanmean_nan` | `f64_extremes` col 0, `f16_extremes` col 2, `f32_extremes` col 1 | [`standardize_of_extremes_matches_numpy`] |
 //! | ±inf | `f64_nan_inf`, `f64_extremes` col 2, `f32_extremes`; `semantics.rs`: `inf_minus_inf_is_nan` | every float input's col 2; `f64_extremes` col 3 (inf − inf in the cumsum); quantiles next to inf are NaN as in NumPy's `_lerp` | [`standardize_of_extremes_matches_numpy`]; [`casts_at_the_edges_match_numpy`] |
-//! | float64 sums that overflow to inf (values near 1e308, ±max) | `f64_huge`: [`huge_values_sum_to_inf_as_numpy`] (sums, means, min, max, argmin, argmax); **open**: its variances overflow to NaN where NumPy's are inf — [`variance_that_overflows_is_inf_as_numpy`] is ignored until fixed | `f64_extremes` cols 1–2: the cumsum overflows, the median's mean of two middle values overflows, a quantile's `b − a` overflows — all as NumPy | [`standardize_of_extremes_matches_numpy`] (but not of `f64_huge`: open, as its variance) |
+//! | float64 sums that overflow to inf (values near 1e308, ±max) | `f64_huge`: [`huge_values_sum_to_inf_as_numpy`] (sums, means, min, max, argmin, argmax), [`variance_that_overflows_is_inf_as_numpy`] (var, std, nanvar, nanstd: inf, NaN over all elements where NumPy's mean is NaN); `semantics.rs`: `variance_overflow_is_inf_and_inf_input_is_nan` | `f64_extremes` cols 1–2: the cumsum overflows, the median's mean of two middle values overflows, a quantile's `b − a` overflows — all as NumPy | [`standardize_of_extremes_matches_numpy`] (`f64_huge`: `(x − inf) / inf` is NaN, `±max / inf` is ±0) |
 //! | subnormals | `f64_extremes` col 1, `f32_extremes` col 2, `f16_extremes` col 2 | every float input's col 4 | [`casts_at_the_edges_match_numpy`] (rounding into and below the subnormals of float16 and float32) |
 //! | float16 past 65504 | `numpy_expected.rs`: `float16_sum_past_65504_is_exact` — the engine's float16 sum is float64 (documented on `ReduceOp`; NumPy's float16 sum is inf); `f16_extremes`; `semantics.rs`: `min_max_keep_the_input_dtype` (±65504 kept in float16) | `f16_extremes`: the float16 cumsum overflows to inf, the median of 65504s stays finite (float32 mean), a quantile's `b − a` overflows — as NumPy | [`casts_at_the_edges_match_numpy`] (65519.99 → 65504, 65520 → inf) |
 //! | float32 ±max | `f32_extremes` col 1 (sums in float64 do not overflow) | `f32_extremes` col 0 (the float32 cumsum overflows, as NumPy) | [`casts_at_the_edges_match_numpy`] |
@@ -76,11 +76,12 @@ fn written(engine: &Engine, expr: &Expr, dir: &Path, name: &str) -> AnyArray {
 /// NaN throughout), infinities exactly, finite values to 1e-12.
 #[test]
 fn standardize_of_extremes_matches_numpy() {
-    let names: Vec<String> = files_ending(".standardize.npy")
-        .into_iter()
-        .filter(|n| !n.starts_with("f64_huge."))
-        .collect();
-    assert!(names.len() >= 6, "{names:?}");
+    let names = files_ending(".standardize.npy");
+    assert!(names.len() >= 7, "{names:?}");
+    assert!(
+        names.contains(&"f64_huge.standardize.npy".into()),
+        "{names:?}"
+    );
     for file in &names {
         check_standardize(file.trim_end_matches(".standardize.npy"));
     }
@@ -178,16 +179,14 @@ fn huge_values_sum_to_inf_as_numpy() {
 }
 
 /// A variance past float64's range is inf in NumPy (the deviations or
-/// their squares overflow); the engine's shifted, Chan-merged moments
-/// give NaN (`inf − inf` inside the update), and so does standardize.
-/// Known and open (docs/reliability.md, "Not yet held"); run with
-/// `--ignored` to see it.
+/// their squares overflow), not the NaN that the shifted, Chan-merged
+/// moments' `inf − inf` would give; over all elements of `f64_huge` it is
+/// NaN, since NumPy's mean is (its pairwise sum meets `+inf` and `-inf`).
+/// Standardize of these columns is in [`standardize_of_extremes_matches_numpy`].
 #[test]
-#[ignore = "open: a variance that overflows is NaN, NumPy's is inf (docs/reliability.md)"]
 fn variance_that_overflows_is_inf_as_numpy() {
     let failures = check_huge(true);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    check_standardize("f64_huge");
 }
 
 /// `x.astype(d)` at the edges of every dtype, bit for bit (any NaN equal

@@ -274,6 +274,119 @@ fn inf_minus_inf_is_nan() {
     }
 }
 
+/// Variances past float64's range follow NumPy's
+/// `mean(abs(x - x.mean())**2)`: finite values whose sum, deviations or
+/// squares overflow give inf; a ±inf among them gives NaN (so does a NaN,
+/// except in the nan-variants) wherever it comes — in the first row (the
+/// shift), at the end of a group of rows, after the column has already
+/// overflowed; over all elements, along rows of one run and of several.
+/// Each expectation is NumPy's by that formula (the sums involved never
+/// meet `+inf` and `-inf`, so no summation order can change them).
+#[test]
+fn variance_overflow_is_inf_and_inf_input_is_nan() {
+    let (inf, nan, max) = (f64::INFINITY, f64::NAN, f64::MAX);
+    let alt = |r: usize, v: f64| if r.is_multiple_of(2) { v } else { -v };
+    // 70 x 7: c0 ±max; c1 ±max with +inf at row 60; c2 0..70 with inf at
+    // row 0; c3 ±1e308 with NaN at row 10; c4 0..70; c5 0..70 with -inf at
+    // row 31; c6 1e308 throughout (its sum overflows, so NumPy's mean is inf).
+    let mut a = Vec::new();
+    for r in 0..70 {
+        let x = r as f64;
+        a.extend([
+            alt(r, max),
+            if r == 60 { inf } else { alt(r, max) },
+            if r == 0 { inf } else { x },
+            if r == 10 { nan } else { alt(r, 1e308) },
+            x,
+            if r == 31 { -inf } else { x },
+            1e308,
+        ]);
+    }
+    // 2500 x 4 in [1e308, 1.5e308]: every sum overflows to +inf.
+    let b: Vec<f64> = (0..10_000)
+        .map(|i| 1e308 + (i % 7) as f64 * 0.07e308)
+        .collect();
+    // 3 x 5000 (rows longer than one run): 1e308 throughout; 0..5000 with
+    // -inf at 4500; zeros but ±1.5e154 at 100 and 4200 (squares overflow).
+    let mut c = vec![1e308; 5000];
+    c.extend((0..5000).map(|j| if j == 4500 { -inf } else { j as f64 }));
+    c.extend((0..5000).map(|j| match j {
+        100 => 1.5e154,
+        4200 => -1.5e154,
+        _ => 0.0,
+    }));
+    let mut f = Files::new();
+    let (pa, pb, pc) = (
+        f.put(&[70, 7], a),
+        f.put(&[2500, 4], b),
+        f.put(&[3, 5000], c),
+    );
+    // (var, nanvar) of c4, 0..70, by ddof: (70² − 1) / 12 · 70 / (70 − ddof).
+    let c4 = |ddof: u32| 4899.0 / 12.0 * 70.0 / f64::from(70 - ddof);
+    let mut row_a = vec![inf; 70];
+    for r in [0, 10, 31, 60] {
+        row_a[r] = nan;
+    }
+    let mut nanrow_a = row_a.clone();
+    nanrow_a[10] = inf;
+    let mut col_c = vec![inf; 5000];
+    col_c[4500] = nan;
+    for eng in engines() {
+        let (xa, xb, xc) = (
+            eng.open(&pa).unwrap(),
+            eng.open(&pb).unwrap(),
+            eng.open(&pc).unwrap(),
+        );
+        for ddof in [0, 1] {
+            // (input, its expression, axis, NumPy's var, NumPy's nanvar)
+            type Case<'a> = (&'a str, &'a Expr, ReduceAxis, Vec<f64>, Vec<f64>);
+            #[rustfmt::skip]
+            let cases: Vec<Case<'_>> = vec![
+                ("a", &xa, ReduceAxis::Axis0,
+                 vec![inf, nan, nan, nan, c4(ddof), nan, inf],
+                 vec![inf, nan, nan, inf, c4(ddof), nan, inf]),
+                ("a", &xa, ReduceAxis::Axis1, row_a.clone(), nanrow_a.clone()),
+                ("a", &xa, ReduceAxis::All, vec![nan], vec![nan]),
+                ("b", &xb, ReduceAxis::Axis0, vec![inf; 4], vec![inf; 4]),
+                ("b", &xb, ReduceAxis::Axis1, vec![inf; 2500], vec![inf; 2500]),
+                ("b", &xb, ReduceAxis::All, vec![inf], vec![inf]),
+                ("c", &xc, ReduceAxis::Axis0, col_c.clone(), col_c.clone()),
+                ("c", &xc, ReduceAxis::Axis1, vec![inf, nan, inf], vec![inf, nan, inf]),
+                ("c", &xc, ReduceAxis::All, vec![nan], vec![nan]),
+            ];
+            for (name, x, axis, var, nanvar) in cases {
+                for (op, want) in [
+                    (ReduceOp::Var { ddof }, var.clone()),
+                    (ReduceOp::NanVar { ddof }, nanvar.clone()),
+                    (
+                        ReduceOp::Std { ddof },
+                        var.iter().map(|v| v.sqrt()).collect(),
+                    ),
+                    (
+                        ReduceOp::NanStd { ddof },
+                        nanvar.iter().map(|v| v.sqrt()).collect(),
+                    ),
+                ] {
+                    let got = f64s(&eng.compute(x.reduce(op, axis)).unwrap());
+                    let ok = got.len() == want.len()
+                        && got.iter().zip(&want).all(|(&g, &w)| {
+                            if w.is_finite() {
+                                (g - w).abs() <= 1e-12 * w
+                            } else {
+                                g.is_nan() && w.is_nan() || g == w
+                            }
+                        });
+                    assert!(
+                        ok,
+                        "{name}: {op} along {axis:?} ({} threads): got {got:?}, NumPy {want:?}",
+                        eng.threads()
+                    );
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Empty and 0-d arrays
 

@@ -103,7 +103,9 @@ pub(crate) const TILE: usize = 4096;
 /// * **Float sums** accumulate in `float64` (also for `float16` and
 ///   `float32` input), pairwise within a run and compensated across runs;
 ///   float16 does not overflow at 65504 as in NumPy. **Variances** use a
-///   stable two-pass/Chan merge, never `E[x²] − E[x]²`.
+///   stable two-pass/Chan merge, never `E[x²] − E[x]²`. A variance past
+///   float64's range (finite values near `1e308`) is `inf`, as NumPy's;
+///   with a `±inf` among the values it is NaN, as NumPy's.
 /// * **NaN** propagates through `sum`, `mean`, `min`, `max`, `var`, `std`;
 ///   `argmin`/`argmax` return the index of the first NaN. The nan-variants
 ///   skip NaN: `nansum` of nothing is 0, `nanmean`, `nanvar`, `nanstd`,
@@ -340,6 +342,13 @@ impl Plan {
                 ReduceOp::ArgMin => need.amin = true,
                 ReduceOp::ArgMax => need.amax = true,
             }
+        }
+        // A float variance over all elements that overflows is NaN where
+        // NumPy's mean is NaN, which the sum tells (computed anyway by the
+        // moments' first pass over each run; see `sum`).
+        if axis == ReduceAxis::All && float {
+            need.fsum |= need.mom;
+            need.nsum |= need.nmom;
         }
         Plan {
             axis,
@@ -655,14 +664,13 @@ impl<C: Num> Typed<C> {
                     };
                     let m = m.as_ref().ok_or_else(missing)?;
                     let sqrt = matches!(op, ReduceOp::Std { .. } | ReduceOp::NanStd { .. });
-                    let v = m.n_m2(n).map(|(k, m2)| {
-                        let dof = k - f64::from(ddof);
-                        // Rounding can leave M2 a hair below zero; NaN stays NaN.
-                        let m2 = if m2 < 0.0 { 0.0 } else { m2 };
-                        let var = if dof > 0.0 { m2 / dof } else { f64::NAN };
-                        if sqrt { var.sqrt() } else { var }
-                    });
-                    f64_array(v.collect())?
+                    // Over All, a non-finite M2 is NaN where NumPy's mean is.
+                    let sums = match (p.axis, op.skips_nan()) {
+                        (ReduceAxis::All, false) => self.fsum.as_ref().map(FSum::values),
+                        (ReduceAxis::All, true) => self.nsum.as_ref().map(FSum::values),
+                        _ => None,
+                    };
+                    f64_array(m.variances(n, ddof, sqrt, sums.as_deref()))?
                 }
                 ReduceOp::Min | ReduceOp::Max | ReduceOp::NanMin | ReduceOp::NanMax => {
                     if let Some(what) = empty {

@@ -24,10 +24,35 @@
 //!
 //! The mean reported by `mean`/`nanmean` always comes from the compensated
 //! sum, whether or not a variance was requested too.
+//!
+//! # Variances past float64's range
+//!
+//! NumPy computes `var` as `mean(abs(x − x.mean())**2)`: when finite values
+//! overflow — their sum (so the mean is `±inf`), their deviations or the
+//! squares — it is `inf`; with a `±inf` among the values (or a NaN, where
+//! NaN is not skipped) it is NaN, and so it is when the mean is NaN
+//! because the sum overflowed both ways. The shifted, Chan-merged moments
+//! cannot tell these apart (both end in `inf − inf`), so the states keep
+//! one more bit per output: whether a counted value was not finite. It is
+//! found off the hot path. A run whose sum is not finite is scanned again
+//! (a value that is not finite makes it so). For [`ReduceAxis::Axis0`],
+//! such a value makes its column's `Σ(x − K)²` not finite at once, so the
+//! sum of those over the columns is checked before a group of rows is
+//! folded and at the end of each tile, and where it is not finite the
+//! tile's rows since the last check are scanned, in the columns whose
+//! `Σ(x − K)²` is not. A variance finishes as NaN when that bit is set;
+//! otherwise, when `M2` or the sum is not finite, as NaN where the sum is
+//! NaN and `inf` elsewhere. The sum is the compensated sum over
+//! [`ReduceAxis::All`] and along [`ReduceAxis::Axis1`] (pairwise, as
+//! NumPy's); along [`ReduceAxis::Axis0`] it is `n · mean`, never NaN,
+//! since NumPy adds the rows in order and a running sum that has
+//! overflowed to `±inf` stays there.
 
 use serde::{Deserialize, Serialize};
 
-use super::num::{Num, comp_add, comp_value, int_sum, leaf_dev, leaf_sum, pairwise, two_sum};
+use super::num::{
+    LANES, Num, comp_add, comp_value, int_sum, leaf_dev, leaf_sum, pairwise, two_sum,
+};
 use super::{ReduceAxis, Tile, wire};
 
 /// Elements reduced at once (in cache) by the two-pass moments of a run.
@@ -328,6 +353,10 @@ pub(crate) struct Mom {
     gn: Vec<f64>,
     /// Axis0: whether the column's shift has been set.
     kset: Vec<bool>,
+    /// All/Axis0: whether a counted value was not finite (`±inf`, or NaN
+    /// where NaN is not skipped): the variance is then NaN, where a
+    /// non-finite `M2` of finite values is an overflow (see the module doc).
+    bad: Vec<bool>,
     /// Axis0: columns whose shift is not set yet.
     unset: u64,
     /// Axis0: rows in the current group.
@@ -342,6 +371,7 @@ impl Mom {
                 hi: vec![0.0],
                 lo: vec![0.0],
                 m2: vec![0.0],
+                bad: vec![false],
                 ..Mom::default()
             },
             ReduceAxis::Axis0 => Mom {
@@ -358,6 +388,7 @@ impl Mom {
                     Vec::new()
                 },
                 kset: vec![false; row_len],
+                bad: vec![false; row_len],
                 unset: row_len as u64,
                 in_group: 0,
             },
@@ -379,6 +410,7 @@ impl Mom {
                     && len_ok(&self.q, group)
                     && len_ok(&self.gn, if skip_nan { group } else { 0 })
                     && self.kset.len() == group
+                    && self.bad.len() == outs
                     && self.unset == self.kset.iter().filter(|&&s| !s).count() as u64
                     && self.in_group < GROUP
             }
@@ -389,14 +421,15 @@ impl Mom {
                     && self.lo.is_empty()
                     && self.k.is_empty()
                     && self.kset.is_empty()
+                    && self.bad.is_empty()
             }
         }
     }
 
     pub(crate) fn bytes_per_output(axis: ReduceAxis, skip_nan: bool) -> usize {
         match axis {
-            ReduceAxis::All => 32,
-            ReduceAxis::Axis0 => 8 * 7 + 1 + if skip_nan { 8 } else { 0 },
+            ReduceAxis::All => 33,
+            ReduceAxis::Axis0 => 8 * 7 + 2 + if skip_nan { 8 } else { 0 },
             ReduceAxis::Axis1 => 8 + if skip_nan { 8 } else { 0 },
         }
     }
@@ -475,6 +508,9 @@ impl Mom {
             chan_merge(&mut a, [next.n[i], next.hi[i], next.lo[i], next.m2[i]]);
             [self.n[i], self.hi[i], self.lo[i], self.m2[i]] = a;
         }
+        for (a, b) in self.bad.iter_mut().zip(next.bad) {
+            *a |= b;
+        }
         if axis == ReduceAxis::Axis0 {
             // Shifts follow the merged means.
             for (((k, &h), s), &n) in self
@@ -493,14 +529,149 @@ impl Mom {
         }
     }
 
-    /// `(n, M2)` per output (flushed state); `row_len` is `n` for Axis1
-    /// without NaN skipping.
-    pub(crate) fn n_m2(&self, row_len: usize) -> impl Iterator<Item = (f64, f64)> + '_ {
-        let fixed = row_len as f64;
-        self.m2
+    /// The variance per output, `M2 / (n − ddof)` (NaN when `n ≤ ddof`),
+    /// or its square root with `sqrt` (flushed state; `row_len` is `n` for
+    /// Axis1 without NaN skipping). Past float64's range it follows NumPy
+    /// (see the module doc): NaN where a counted value was not finite or the
+    /// sum NumPy's mean divides is NaN, `inf` where that sum or `M2`
+    /// overflowed. That sum is `sums` (the compensated sums, over
+    /// [`ReduceAxis::All`]) or `n · mean` ([`ReduceAxis::Axis0`], where
+    /// NumPy adds the rows in order: never NaN for finite values). Axis1
+    /// states hold `M2` so resolved already.
+    pub(crate) fn variances(
+        &self,
+        row_len: usize,
+        ddof: u32,
+        sqrt: bool,
+        sums: Option<&[f64]>,
+    ) -> Vec<f64> {
+        let ddof = f64::from(ddof);
+        let var = |n: f64, m2: f64| {
+            let dof = n - ddof;
+            // Rounding can leave M2 a hair below zero; NaN stays NaN.
+            let m2 = if m2 < 0.0 { 0.0 } else { m2 };
+            let var = if dof > 0.0 { m2 / dof } else { f64::NAN };
+            if sqrt { var.sqrt() } else { var }
+        };
+        if self.bad.is_empty() {
+            // Axis1.
+            let fixed = row_len as f64;
+            return if self.n.is_empty() {
+                self.m2.iter().map(|&m2| var(fixed, m2)).collect()
+            } else {
+                self.m2
+                    .iter()
+                    .zip(&self.n)
+                    .map(|(&m2, &n)| var(n, m2))
+                    .collect()
+            };
+        }
+        let moments = self
+            .m2
             .iter()
+            .zip(&self.n)
+            .zip(self.hi.iter().zip(&self.lo));
+        moments
+            .zip(&self.bad)
             .enumerate()
-            .map(move |(i, &m2)| (self.n.get(i).copied().unwrap_or(fixed), m2))
+            .map(|(i, (((&m2, &n), (&hi, &lo)), &bad))| {
+                // NaN only where `sums` is (n · mean has no say).
+                let sum = match sums {
+                    Some(s) => s.get(i).copied().unwrap_or(0.0),
+                    None => n * (hi + lo),
+                };
+                if bad {
+                    f64::NAN
+                } else if sum.is_finite() && m2.is_finite() {
+                    var(n, m2)
+                } else {
+                    var(
+                        n,
+                        overflowed_m2(false, if sums.is_some() { sum } else { 0.0 }),
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// Axis0: sets the flag of the columns that have a counted value that
+    /// is not finite in `rows` of `t` (cold: only when the `Σ(x − K)²` of
+    /// some column is not finite after them, and only such columns can
+    /// have one). A flagged column's variance is NaN whatever follows, so
+    /// its moments restart from zero: it trips these checks again only if
+    /// it overflows or holds such a value again.
+    #[cold]
+    #[inline(never)]
+    fn find_non_finite<C: Num, const SKIP: bool>(
+        &mut self,
+        t: &Tile<'_, C>,
+        rows: std::ops::Range<usize>,
+    ) {
+        let n = t.row_len;
+        let suspects: Vec<usize> = (0..n)
+            .filter(|&c| !(self.bad[c] || self.q[c].is_finite()))
+            .collect();
+        for r in rows {
+            let row = t.row(r);
+            for &c in &suspects {
+                self.bad[c] |= counted_non_finite::<C, SKIP>(row[c]);
+            }
+        }
+        for c in 0..n {
+            if self.bad[c] && !self.q[c].is_finite() {
+                self.k[c] = 0.0;
+                self.d[c] = 0.0;
+                self.q[c] = 0.0;
+                self.hi[c] = 0.0;
+                self.lo[c] = 0.0;
+                self.m2[c] = 0.0;
+            }
+        }
+    }
+}
+
+/// A value that counts (not a skipped NaN) and is not finite.
+#[inline(always)]
+fn counted_non_finite<C: Num, const SKIP: bool>(x: C) -> bool {
+    let v = x.to_f64();
+    if SKIP {
+        v.is_infinite()
+    } else {
+        !v.is_finite()
+    }
+}
+
+/// Axis1: resolves the `M2` of the rows of `t` that is not finite (see
+/// [`overflowed_m2`]; cold: only for a tile where one is).
+#[cold]
+#[inline(never)]
+fn resolve_rows<C: Num, const SKIP: bool>(m2: &mut [f64], t: &Tile<'_, C>) {
+    for (m, row) in m2.iter_mut().zip(t.rows()) {
+        if !m.is_finite() {
+            let [s1, _] = pairwise(row, leaf_sum::<C, SKIP>);
+            *m = overflowed_m2(any_non_finite::<C, SKIP>(row), s1);
+        }
+    }
+}
+
+/// Whether `xs` holds a counted value that is not finite (cold: only for a
+/// run whose sum is not finite).
+#[cold]
+#[inline(never)]
+fn any_non_finite<C: Num, const SKIP: bool>(xs: &[C]) -> bool {
+    xs.iter().any(|&x| counted_non_finite::<C, SKIP>(x))
+}
+
+/// The `M2` of values whose `M2` or sum came out not finite: NaN when a
+/// counted value is not finite (`bad`) or the sum is NaN, else `inf` (an
+/// overflow), as NumPy's.
+#[cold]
+#[inline(never)]
+fn overflowed_m2(bad: bool, sum: f64) -> f64 {
+    if bad || sum.is_nan() {
+        f64::NAN
+    } else {
+        f64::INFINITY
     }
 }
 
@@ -526,18 +697,24 @@ fn chan_merge(a: &mut [f64; 4], b: [f64; 4]) {
 }
 
 /// One run of elements (part of a tile or a row): pass 1 sums it into
-/// `sum`/`cnt`; with `MOM`, pass 2 adds its moments to `mom`.
+/// `sum`/`cnt`; with `MOM`, pass 2 adds its moments to `mom`, and `bad`
+/// is set when a counted value is not finite.
 #[inline]
 fn run<C: Num, const SKIP: bool, const MOM: bool>(
     xs: &[C],
     sum: &mut (f64, f64),
     cnt: &mut u64,
     mom: &mut [f64; 4],
+    bad: &mut bool,
 ) {
     for ch in xs.chunks(CHUNK) {
         let [s1, k] = pairwise(ch, leaf_sum::<C, SKIP>);
         comp_add(&mut sum.0, &mut sum.1, s1);
         *cnt += k as u64;
+        // A counted value that is not finite makes the run's sum so.
+        if MOM && !s1.is_finite() && !*bad {
+            *bad = any_non_finite::<C, SKIP>(ch);
+        }
         if MOM && k > 0.0 {
             let shift = s1 / k;
             let [d, q] = pairwise(ch, |c| leaf_dev::<C, SKIP>(c, shift));
@@ -578,7 +755,8 @@ fn update_impl<C: Num, const SKIP: bool, const S: bool, const M: bool>(
             } else {
                 [0.0; 4]
             };
-            run::<C, SKIP, M>(t.xs, &mut ss, &mut cnt, &mut mm);
+            let mut bad = M && mom.bad[0];
+            run::<C, SKIP, M>(t.xs, &mut ss, &mut cnt, &mut mm, &mut bad);
             if S {
                 (sum.s[0], sum.c[0]) = ss;
                 if SKIP {
@@ -587,6 +765,7 @@ fn update_impl<C: Num, const SKIP: bool, const S: bool, const M: bool>(
             }
             if M {
                 [mom.n[0], mom.hi[0], mom.lo[0], mom.m2[0]] = mm;
+                mom.bad[0] = bad;
             }
         }
         // Rows of one chunk: the general path below without its merges.
@@ -599,6 +778,7 @@ fn update_impl<C: Num, const SKIP: bool, const S: bool, const M: bool>(
                 mom.m2.reserve(t.nrows);
                 mom.n.reserve(if SKIP { t.nrows } else { 0 });
             }
+            let first = mom.m2.len();
             for row in t.rows() {
                 let [s1, k] = pairwise(row, leaf_sum::<C, SKIP>);
                 if S {
@@ -621,13 +801,18 @@ fn update_impl<C: Num, const SKIP: bool, const S: bool, const M: bool>(
                     }
                 }
             }
+            // A sum that is not finite makes the shift, so `M2`, not finite.
+            if M && !finite_sum(&mom.m2[first..]) {
+                resolve_rows::<C, SKIP>(&mut mom.m2[first..], t);
+            }
         }
         ReduceAxis::Axis1 => {
             for row in t.rows() {
                 let mut ss = (0.0, 0.0);
                 let mut cnt = 0;
                 let mut mm = [0.0; 4];
-                run::<C, SKIP, M>(row, &mut ss, &mut cnt, &mut mm);
+                let mut bad = false;
+                run::<C, SKIP, M>(row, &mut ss, &mut cnt, &mut mm, &mut bad);
                 if S {
                     sum.s.push(comp_value(ss.0, ss.1));
                     if SKIP {
@@ -635,7 +820,12 @@ fn update_impl<C: Num, const SKIP: bool, const S: bool, const M: bool>(
                     }
                 }
                 if M {
-                    mom.m2.push(mm[3]);
+                    let (m2, s) = (mm[3], comp_value(ss.0, ss.1));
+                    mom.m2.push(if m2.is_finite() && s.is_finite() {
+                        m2
+                    } else {
+                        overflowed_m2(bad, s)
+                    });
                     if SKIP {
                         mom.n.push(mm[0]);
                     }
@@ -659,6 +849,10 @@ fn axis0<C: Num, const SKIP: bool, const S: bool, const M: bool>(
         return;
     }
     let mut in_group = if S { sum.in_group } else { mom.in_group };
+    // Rows of `t` before `checked` have been checked for values that are
+    // not finite, when a group is folded and at the end of the tile: the
+    // sum of the columns' Σ(x − K)² is then not finite.
+    let mut checked = 0;
     let mut r = 0;
     while r < t.nrows {
         let take = t.sweep().min(t.nrows - r).min((GROUP - in_group) as usize);
@@ -682,6 +876,10 @@ fn axis0<C: Num, const SKIP: bool, const S: bool, const M: bool>(
                 sum.fold();
             }
             if M {
+                if !finite_sum(&mom.q[..n]) {
+                    mom.find_non_finite::<C, SKIP>(t, checked..r);
+                }
+                checked = r;
                 mom.in_group = in_group;
                 mom.fold::<SKIP>();
             }
@@ -693,7 +891,27 @@ fn axis0<C: Num, const SKIP: bool, const S: bool, const M: bool>(
     }
     if M {
         mom.in_group = in_group;
+        if checked < t.nrows && !finite_sum(&mom.q[..n]) {
+            mom.find_non_finite::<C, SKIP>(t, checked..t.nrows);
+        }
     }
+}
+
+/// Whether the sum of `q` is finite: false when one is `±inf` or NaN (or,
+/// rarely, when finite ones add up past float64's range: the callers'
+/// cold paths then find nothing). One add per value, in independent lanes
+/// so the loop vectorises.
+#[inline]
+fn finite_sum(q: &[f64]) -> bool {
+    let mut acc = [0.0; LANES];
+    let chunks = q.chunks_exact(LANES);
+    let rem = chunks.remainder();
+    for ch in chunks {
+        for (a, &x) in acc.iter_mut().zip(ch) {
+            *a += x;
+        }
+    }
+    acc.iter().chain(rem).sum::<f64>().is_finite()
 }
 
 /// Rows swept at once by the Axis0 kernels where that helps (see
