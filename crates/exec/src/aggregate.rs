@@ -80,10 +80,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::reduce::{Partial, Plan};
-use crate::value::{AnyArray, AnyView};
+use outcore_kernels::ReducerSet;
+use outcore_kernels::{AnyArray, AnyView};
 
-pub use crate::reduce::{ReduceAxis, ReduceOp};
+pub use outcore_kernels::{ReduceAxis, ReduceOp};
 
 /// A reduction over the row blocks of a `rows × row_len` array of `T`, with
 /// mergeable, serialisable partial states.
@@ -143,8 +143,7 @@ pub trait Aggregate<T: Element>: Send + Sync {
 /// round-trips through any serde format (JSON included). A state that was
 /// misused (a block of the wrong width, rows out of order, states of two
 /// different reductions merged) makes `finish` fail with [`Error::Invalid`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ReduceState(Partial);
+pub use outcore_kernels::ReduceState;
 
 /// Any built-in reduction: `op` along `axis`. Output: an [`AnyArray`] of
 /// dtype [`ReduceOp::result_dtype`] and shape `[]` ([`ReduceAxis::All`]),
@@ -169,8 +168,14 @@ pub struct Reductions {
     pub axis: ReduceAxis,
 }
 
-fn plan<T: Element>(ops: &[ReduceOp], axis: ReduceAxis, row_len: usize) -> Plan {
-    Plan::new(ops, axis, T::DATA_TYPE, row_len)
+/// The built-in reductions `ops` along `axis` of `rows × row_len` values of `T`.
+fn set<T: Element>(ops: &[ReduceOp], axis: ReduceAxis, rows: u64, row_len: usize) -> ReducerSet {
+    ReducerSet::new(ops, axis, T::DATA_TYPE, rows, row_len)
+        // Only a shape whose element count overflows is refused; no rows
+        // of any real array do, and `finish` checks its own.
+        .unwrap_or_else(|_| {
+            ReducerSet::new(ops, axis, T::DATA_TYPE, 0, row_len).expect("no rows fit")
+        })
 }
 
 fn finish_ops<T: Element>(
@@ -180,12 +185,7 @@ fn finish_ops<T: Element>(
     rows: u64,
     row_len: usize,
 ) -> Result<Vec<AnyArray>> {
-    if usize::try_from(rows).is_err() || rows.checked_mul(row_len as u64).is_none() {
-        return Err(Error::Invalid(format!(
-            "array of {rows} × {row_len} elements is too large"
-        )));
-    }
-    state.0.finish(&plan::<T>(ops, axis, row_len), ops, rows)
+    Ok(ReducerSet::new(ops, axis, T::DATA_TYPE, rows, row_len)?.finish(state)?)
 }
 
 impl<T: Element> Aggregate<T> for Reductions
@@ -196,15 +196,15 @@ where
     type Output = Vec<AnyArray>;
 
     fn init(&self, row_len: usize) -> ReduceState {
-        ReduceState(Partial::new(plan::<T>(&self.ops, self.axis, row_len)))
+        set::<T>(&self.ops, self.axis, 0, row_len).init()
     }
 
     fn update(&self, state: &mut ReduceState, block: ArrayView2<'_, T>, first_row: u64) {
-        state.0.update(AnyView::from(block), first_row);
+        state.update(AnyView::from(block), first_row);
     }
 
     fn merge(&self, into: &mut ReduceState, next: ReduceState) {
-        into.0.merge(next.0);
+        into.merge(next);
     }
 
     fn finish(&self, state: ReduceState, rows: u64, row_len: usize) -> Result<Vec<AnyArray>> {
@@ -212,11 +212,11 @@ where
     }
 
     fn state_bytes(&self, row_len: usize) -> usize {
-        plan::<T>(&self.ops, self.axis, row_len).state_bytes(0)
+        set::<T>(&self.ops, self.axis, 0, row_len).state_bytes(0)
     }
 
     fn state_bytes_per_row(&self, row_len: usize) -> usize {
-        plan::<T>(&self.ops, self.axis, row_len).state_bytes_per_row()
+        set::<T>(&self.ops, self.axis, 0, row_len).state_bytes_per_row()
     }
 }
 
@@ -228,15 +228,15 @@ where
     type Output = AnyArray;
 
     fn init(&self, row_len: usize) -> ReduceState {
-        ReduceState(Partial::new(plan::<T>(&[self.op], self.axis, row_len)))
+        set::<T>(&[self.op], self.axis, 0, row_len).init()
     }
 
     fn update(&self, state: &mut ReduceState, block: ArrayView2<'_, T>, first_row: u64) {
-        state.0.update(AnyView::from(block), first_row);
+        state.update(AnyView::from(block), first_row);
     }
 
     fn merge(&self, into: &mut ReduceState, next: ReduceState) {
-        into.0.merge(next.0);
+        into.merge(next);
     }
 
     fn finish(&self, state: ReduceState, rows: u64, row_len: usize) -> Result<AnyArray> {
@@ -246,11 +246,11 @@ where
     }
 
     fn state_bytes(&self, row_len: usize) -> usize {
-        plan::<T>(&[self.op], self.axis, row_len).state_bytes(0)
+        set::<T>(&[self.op], self.axis, 0, row_len).state_bytes(0)
     }
 
     fn state_bytes_per_row(&self, row_len: usize) -> usize {
-        plan::<T>(&[self.op], self.axis, row_len).state_bytes_per_row()
+        set::<T>(&[self.op], self.axis, 0, row_len).state_bytes_per_row()
     }
 }
 
@@ -374,4 +374,114 @@ builtin_ddof! {
     NanVar => NanVar;
     /// `np.nanstd(ddof=..)`: the standard deviation of the non-NaN elements.
     NanStd => NanStd;
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array2, s};
+    use outcore_kernels::{AnyView, Scalar};
+
+    use super::*;
+
+    /// `op` along `axis` of the whole array in one update.
+    fn run1(op: ReduceOp, axis: ReduceAxis, arr: &AnyArray) -> Result<AnyArray> {
+        let x = arr.to_f64();
+        let x = x.view().into_dimensionality::<ndarray::Ix2>().expect("2-d");
+        let set = ReducerSet::new(
+            &[op],
+            axis,
+            outcore_chunker::DType::F64,
+            x.nrows() as u64,
+            x.ncols(),
+        )?;
+        let mut p = set.init();
+        set.update(&mut p, AnyView::F64(x), 0);
+        Ok(set.finish(p)?.remove(0))
+    }
+
+    fn f64s(a: &AnyArray) -> Vec<f64> {
+        a.to_f64().iter().copied().collect()
+    }
+
+    #[test]
+    fn aggregate_trait_matches_reducer_set() {
+        let arr = Array2::from_shape_fn((50, 3), |(r, c)| (r * 7 + c * 13) as f64 % 11.0 - 5.0);
+        let anyarr = AnyArray::from(arr.clone().into_dyn());
+        let std = Std {
+            axis: ReduceAxis::Axis0,
+            ddof: 1,
+        };
+        let mut a = Aggregate::<f64>::init(&std, 3);
+        std.update(&mut a, arr.slice(s![..20, ..]), 0);
+        let mut b = Aggregate::<f64>::init(&std, 3);
+        std.update(&mut b, arr.slice(s![20.., ..]), 20);
+        let text = serde_json::to_string(&b).expect("serialise");
+        Aggregate::<f64>::merge(
+            &std,
+            &mut a,
+            serde_json::from_str(&text).expect("deserialise"),
+        );
+        let got = Aggregate::<f64>::finish(&std, a, 50, 3).expect("finish");
+        // Another split than the unsplit run: equal to rounding.
+        let want = run1(ReduceOp::Std { ddof: 1 }, ReduceAxis::Axis0, &anyarr).expect("run");
+        for (g, w) in f64s(&got).iter().zip(f64s(&want)) {
+            assert!((g - w).abs() <= 1e-14 * w, "{g} vs {w}");
+        }
+
+        let ints = Array2::from_shape_fn((4, 2), |(r, c)| (r * 2 + c) as i16);
+        let sum = Sum {
+            axis: ReduceAxis::All,
+        };
+        let mut s = Aggregate::<i16>::init(&sum, 2);
+        sum.update(&mut s, ints.view(), 0);
+        assert_eq!(
+            Aggregate::<i16>::finish(&sum, s, 4, 2)
+                .expect("sum")
+                .to_scalars(),
+            vec![Scalar::Int(28)]
+        );
+        let am = ArgMax {
+            axis: ReduceAxis::Axis1,
+        };
+        let mut s = Aggregate::<i16>::init(&sum, 2);
+        sum.update(&mut s, ints.view(), 0);
+        // A state of another reduction is refused, not misread.
+        assert!(Aggregate::<i16>::finish(&am, s, 4, 2).is_err());
+
+        let multi = Reductions {
+            ops: vec![ReduceOp::Mean, ReduceOp::Std { ddof: 0 }],
+            axis: ReduceAxis::All,
+        };
+        let mut s = Aggregate::<f64>::init(&multi, 3);
+        multi.update(&mut s, arr.view(), 0);
+        let out = Aggregate::<f64>::finish(&multi, s, 50, 3).expect("finish");
+        let mean = Mean {
+            axis: ReduceAxis::All,
+        };
+        let mut m = Aggregate::<f64>::init(&mean, 3);
+        mean.update(&mut m, arr.view(), 0);
+        assert_eq!(
+            out[0],
+            Aggregate::<f64>::finish(&mean, m, 50, 3).expect("mean")
+        );
+        assert!(
+            Aggregate::<f64>::state_bytes(
+                &Reduction {
+                    op: ReduceOp::Sum,
+                    axis: ReduceAxis::Axis1
+                },
+                3
+            ) > 0
+        );
+        assert!(
+            Aggregate::<f64>::state_bytes_per_row(
+                &Reduction {
+                    op: ReduceOp::Sum,
+                    axis: ReduceAxis::Axis1
+                },
+                3
+            ) >= 8
+        );
+        assert_eq!(Aggregate::<f64>::state_bytes_per_row(&mean, 3), 0);
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::{
-    ArrayFile, ArrayWriter, Block, BlockBuffer, CancelToken, DType, OutputSpec, RawSpec, ReadMode,
+    ArrayFile, ArrayWriter, Block, BlockBuffer, CancelToken, OutputSpec, RawSpec, ReadMode,
     with_dtype,
 };
 use outcore_spill::{Consumer, MemoryBudget, Reservation, SpillFile, SpillSpace};
@@ -17,15 +17,16 @@ use rayon::ThreadPool;
 
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
-use crate::eval::{BlockInputs, Buf, Machine, TILE_ELEMS, lane_of};
 use crate::expr::{Expr, Extent};
 use crate::ops::quantile::QuantileMethod;
 use crate::plan::{
     Explain, Input, NodeId, Pass, PassInfo, PassRequest, Planner, id, level, reduce_nodes,
     small_value,
 };
-use crate::reduce::{Partial, ReduceAxis};
-use crate::value::{AnyArray, AnyView, Collector, DynElement};
+use outcore_kernels::cast::{buf_to_array, bytes_to_array, cast_array, reshape, zeroed_like};
+use outcore_kernels::eval::{BlockInputs, Buf, Machine, TILE_ELEMS};
+use outcore_kernels::{AnyArray, AnyView, Collector, DynElement};
+use outcore_kernels::{ReduceAxis, ReduceState as Partial};
 
 /// Blocks are sized so that this many fit in the budget at once (see
 /// `Engine::size`): enough for a reader one block ahead of two workers.
@@ -1066,7 +1067,7 @@ impl Engine {
             .iter()
             .flat_map(|f| f.prog.instrs.iter())
             .map(|i| match i {
-                crate::eval::Instr::Value { data, .. } => buf_bytes(data),
+                outcore_kernels::eval::Instr::Value { data, .. } => buf_bytes(data),
                 _ => 0,
             })
             .sum();
@@ -1514,7 +1515,7 @@ impl Engine {
             for_tiles(rows, cols, |r0, r1| -> Result<()> {
                 machine.run(&frame.prog, &inputs, r0, r1, cols)?;
                 let isz = stage.in_dtype.itemsize();
-                crate::eval::store_bytes(
+                outcore_kernels::eval::store_bytes(
                     machine.reg(stage.reg),
                     (r1 - r0) * cols,
                     stage.in_dtype,
@@ -1633,7 +1634,7 @@ impl Engine {
                     // each piece; the others keep the whole block.
                     let streamed = matches!(dests[k], Dest::Write(_) | Dest::Spill(_));
                     let base = if streamed { flushed[k] } else { 0 };
-                    crate::eval::store_bytes(
+                    outcore_kernels::eval::store_bytes(
                         machine.reg(s.reg),
                         (r1 - r0) * cols,
                         s.dtype,
@@ -1673,7 +1674,7 @@ impl Engine {
                 }
                 Dest::Aggregate(a) => {
                     let array = bytes_to_array(block(), s.dtype, &[rows as u64, cols as u64])?;
-                    let view = crate::eval::array_view2(&array)?;
+                    let view = outcore_kernels::eval::array_view2(&array)?;
                     let mut st = catch_user(|| a.init())?;
                     catch_user(|| a.update(&mut st, view, rb.first_row))?;
                     state = Some(st);
@@ -1713,7 +1714,7 @@ fn catch_user<R>(f: impl FnOnce() -> R) -> Result<R> {
 
 /// Calls a `map_blocks` function, turning a panic into an error.
 fn call_stage(stage: &crate::plan::Stage, input: &AnyArray) -> Result<AnyArray> {
-    let view = crate::eval::array_view2(input)?;
+    let view = outcore_kernels::eval::array_view2(input)?;
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.f.call(view)))
         .map_err(|p| Error::Panic(crate::stream::panic_message(&p)))
 }
@@ -1771,75 +1772,6 @@ fn buf_bytes(b: &Buf) -> u64 {
     }
 }
 
-/// Builds an array of `dtype` and `shape` from native-order bytes.
-pub(crate) fn bytes_to_array(bytes: &[u8], dtype: DType, shape: &[u64]) -> Result<AnyArray> {
-    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let bad = |e: ndarray::ShapeError| Error::Invalid(format!("internal: result shape: {e}"));
-    Ok(match dtype {
-        DType::Bool => {
-            let v: Vec<bool> = bytes.iter().map(|&b| b != 0).collect();
-            AnyArray::from(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(bad)?)
-        }
-        DType::I8 => pod_array::<i8>(bytes, &shape)?,
-        DType::I16 => pod_array::<i16>(bytes, &shape)?,
-        DType::I32 => pod_array::<i32>(bytes, &shape)?,
-        DType::I64 => pod_array::<i64>(bytes, &shape)?,
-        DType::U8 => pod_array::<u8>(bytes, &shape)?,
-        DType::U16 => pod_array::<u16>(bytes, &shape)?,
-        DType::U32 => pod_array::<u32>(bytes, &shape)?,
-        DType::U64 => pod_array::<u64>(bytes, &shape)?,
-        DType::F16 => pod_array::<half::f16>(bytes, &shape)?,
-        DType::F32 => pod_array::<f32>(bytes, &shape)?,
-        DType::F64 => pod_array::<f64>(bytes, &shape)?,
-    })
-}
-
-fn pod_array<T: bytemuck::Pod>(bytes: &[u8], shape: &[usize]) -> Result<AnyArray>
-where
-    AnyArray: From<ArrayD<T>>,
-{
-    let v: Vec<T> = bytemuck::pod_collect_to_vec(bytes);
-    ArrayD::from_shape_vec(IxDyn(shape), v)
-        .map(AnyArray::from)
-        .map_err(|e| Error::Invalid(format!("internal: result shape: {e}")))
-}
-
-/// Converts a lane buffer into an array of `dtype` and `shape`.
-pub(crate) fn buf_to_array(buf: &Buf, dtype: DType, shape: &[u64]) -> Result<AnyArray> {
-    let n: usize = shape.iter().map(|&d| d as usize).product();
-    let mut bytes = vec![0u64; (n * dtype.itemsize()).div_ceil(8)];
-    let view: &mut [u8] = bytemuck::cast_slice_mut(&mut bytes);
-    crate::eval::store_bytes(buf, n, dtype, &mut view[..n * dtype.itemsize()]);
-    bytes_to_array(&view[..n * dtype.itemsize()], dtype, shape)
-}
-
-/// Casts an array to another dtype (exact where the values fit).
-pub(crate) fn cast_array(a: &AnyArray, dtype: DType) -> AnyArray {
-    let shape: Vec<u64> = a.shape().iter().map(|&d| d as u64).collect();
-    let buf = Buf::from_array(a, lane_of(a.dtype()));
-    buf_to_array(&buf, dtype, &shape).expect("same element count")
-}
-
-fn reshape(a: AnyArray, shape: &[u64]) -> Result<AnyArray> {
-    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    if a.shape() == shape.as_slice() {
-        return Ok(a);
-    }
-    macro_rules! r {
-        ($($var:ident),*) => {
-            match a {
-                $(AnyArray::$var(x) => AnyArray::$var(
-                    x.into_shape_with_order(IxDyn(&shape))
-                        .map_err(|e| Error::Invalid(format!("internal: reshape: {e}")))?,
-                ),)*
-            }
-        };
-    }
-    Ok(r!(
-        Bool, I8, I16, I32, I64, U8, U16, U32, U64, F16, F32, F64
-    ))
-}
-
 /// A value of the right dtype and shape for a reduction not yet run.
 pub(crate) fn placeholder(r: &Expr) -> AnyArray {
     let shape: Vec<usize> = match &r.extent {
@@ -1854,17 +1786,6 @@ pub(crate) fn placeholder(r: &Expr) -> AnyArray {
     outcore_chunker::with_dtype!(r.dtype, T => {
         let v: Vec<T> = bytemuck::zeroed_vec(n);
         ArrayD::from_shape_vec(IxDyn(&shape), v)
-            .map(AnyArray::from)
-            .unwrap_or_else(|_| AnyArray::scalar(0.0f64))
-    })
-}
-
-/// An array of `a`'s dtype and shape whose pages are never written (see
-/// [`placeholder`]).
-fn zeroed_like(a: &AnyArray) -> AnyArray {
-    outcore_chunker::with_dtype!(a.dtype(), T => {
-        let v: Vec<T> = bytemuck::zeroed_vec(a.len());
-        ArrayD::from_shape_vec(IxDyn(a.shape()), v)
             .map(AnyArray::from)
             .unwrap_or_else(|_| AnyArray::scalar(0.0f64))
     })

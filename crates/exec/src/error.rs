@@ -92,7 +92,30 @@ pub enum Error {
         /// Units in that stage.
         total: u64,
     },
+    /// An error of another type returned by user code (an aggregate's
+    /// `finish` run as a kernel), passed through unchanged.
+    #[error(transparent)]
+    User(Box<dyn std::error::Error + Send + Sync>),
     /// Building the thread pool failed.
     #[error("could not start the thread pool: {0}")]
     ThreadPool(String),
+}
+
+impl From<outcore_kernels::Error> for Error {
+    fn from(e: outcore_kernels::Error) -> Error {
+        use outcore_kernels::Error as K;
+        match e {
+            K::Invalid(msg) => Error::Invalid(msg),
+            K::Shape(msg) => Error::Shape(msg),
+            K::Empty { op, what } => Error::Empty { op, what },
+            K::IntegerOverflow { op, dtype, value } => Error::IntegerOverflow { op, dtype, value },
+            // An engine error returned by user code comes back as it was.
+            K::User(e) => match e.downcast::<Error>() {
+                Ok(e) => *e,
+                Err(e) => Error::User(e),
+            },
+            // `outcore_kernels::Error` is non-exhaustive.
+            e => Error::Invalid(e.to_string()),
+        }
+    }
 }

@@ -9,95 +9,8 @@ use ndarray::{Array2, ArrayView2};
 use outcore_chunker::{ArrayFile, DType};
 
 use crate::ops::quantile::Quantile;
-use crate::reduce::{ReduceAxis, ReduceOp, ReducerSet};
-use crate::value::{AnyArray, AnyView, DynElement};
-
-/// Elementwise functions of one operand.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum UnaryOp {
-    /// `-x` (wraps for integers, as NumPy).
-    Neg,
-    /// `|x|`.
-    Abs,
-    /// Square root (float result).
-    Sqrt,
-    /// `e^x` (float result).
-    Exp,
-    /// Natural logarithm (float result).
-    Log,
-    /// `ln(1 + x)`, accurate near 0 (float result).
-    Log1p,
-    /// True where the value is NaN (bool result).
-    IsNan,
-    /// Logical not of a bool operand.
-    Not,
-}
-
-/// Elementwise functions of two operands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum BinaryOp {
-    /// `a + b`.
-    Add,
-    /// `a - b`.
-    Sub,
-    /// `a * b`.
-    Mul,
-    /// True division `a / b` (float result, as NumPy's `/`).
-    Div,
-    /// `a ** b`.
-    Pow,
-    /// Elementwise maximum, NaN-propagating (`np.maximum`).
-    Maximum,
-    /// Elementwise minimum, NaN-propagating (`np.minimum`).
-    Minimum,
-    /// `a == b`.
-    Eq,
-    /// `a != b`.
-    Ne,
-    /// `a < b`.
-    Lt,
-    /// `a <= b`.
-    Le,
-    /// `a > b`.
-    Gt,
-    /// `a >= b`.
-    Ge,
-    /// Logical and of bool operands.
-    And,
-    /// Logical or of bool operands.
-    Or,
-}
-
-impl BinaryOp {
-    fn symbol(self) -> &'static str {
-        match self {
-            BinaryOp::Add => "+",
-            BinaryOp::Sub => "-",
-            BinaryOp::Mul => "*",
-            BinaryOp::Div => "/",
-            BinaryOp::Pow => "**",
-            BinaryOp::Maximum => "maximum",
-            BinaryOp::Minimum => "minimum",
-            BinaryOp::Eq => "==",
-            BinaryOp::Ne => "!=",
-            BinaryOp::Lt => "<",
-            BinaryOp::Le => "<=",
-            BinaryOp::Gt => ">",
-            BinaryOp::Ge => ">=",
-            BinaryOp::And => "&",
-            BinaryOp::Or => "|",
-        }
-    }
-
-    pub(crate) fn is_comparison(self) -> bool {
-        matches!(
-            self,
-            BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
-        )
-    }
-}
+use outcore_kernels::{AnyArray, AnyView, BinaryOp, DynElement, UnaryOp};
+use outcore_kernels::{ReduceAxis, ReduceOp};
 
 /// How an expression's values are laid out relative to the rows being
 /// streamed.
@@ -478,6 +391,9 @@ impl Expr {
                 }
                 DType::Bool
             }
+            // `UnaryOp` is non-exhaustive: a function added to the kernels
+            // before the engine knows its result dtype.
+            _ => return Expr::invalid(format!("{op:?} is not supported by this engine")),
         };
         Expr::new(Node::Unary(op, self.clone()), dtype, self.extent.clone())
     }
@@ -718,7 +634,7 @@ impl Expr {
                 Extent::Column { rows }
             }
         };
-        let dtype = ReducerSet::result_dtype(op, self.dtype);
+        let dtype = op.result_dtype(self.dtype);
         Expr::new(Node::Reduce(op, axis, self.clone()), dtype, extent)
     }
 

@@ -42,21 +42,19 @@
 
 pub use crate::engine::{Engine, EngineBuilder, Outputs, RunReport};
 pub use crate::error::{Error, Result};
-pub use crate::expr::{BinaryOp, Expr, IntoAxis, IntoExpr, UnaryOp};
+pub use crate::expr::{Expr, IntoAxis, IntoExpr};
 pub use crate::ops::quantile::{Quantile, QuantileMethod};
 pub use crate::plan::{Explain, PassInfo};
-pub use crate::reduce::{ReduceAxis, ReduceOp};
-pub use crate::value::{AnyArray, AnyView, DynElement, Scalar};
 pub use outcore_chunker::CancelToken;
+pub use outcore_kernels::{
+    AnyArray, AnyView, BinaryOp, DynElement, ReduceAxis, ReduceOp, Scalar, UnaryOp,
+};
 
 pub mod aggregate;
 mod engine;
 mod error;
-mod eval;
 mod expr;
 mod lower;
 mod ops;
 mod plan;
-mod reduce;
 mod stream;
-mod value;

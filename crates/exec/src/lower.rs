@@ -22,8 +22,8 @@ use crate::expr::{ArrayOp, Expr, Node};
 use crate::ops::quantile::Quantile;
 use crate::ops::{RowSink, Spilled};
 use crate::plan::{NodeId, id};
-use crate::reduce::ReduceAxis;
-use crate::value::AnyArray;
+use outcore_kernels::AnyArray;
+use outcore_kernels::ReduceAxis;
 
 /// The state of lowering one computation.
 pub(crate) struct Lowered {

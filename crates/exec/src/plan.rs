@@ -14,10 +14,12 @@ use std::sync::Arc;
 use outcore_chunker::{ArrayFile, DType};
 
 use crate::error::{Error, Result};
-use crate::eval::{Buf, Instr, Lane, Program, Shape, lane_of};
-use crate::expr::{BinaryOp, BlockFn, Expr, Extent, Node, UnaryOp, promote_operands};
-use crate::reduce::{ReduceAxis, ReduceOp, ReducerSet};
-use crate::value::AnyArray;
+use crate::expr::{BlockFn, Expr, Extent, Node, promote_operands};
+use outcore_kernels::AnyArray;
+use outcore_kernels::cast::{convert_buf, expand, truncate};
+use outcore_kernels::eval::{Buf, Instr, Lane, Program, Shape, lane_of};
+use outcore_kernels::{BinaryOp, UnaryOp};
+use outcore_kernels::{ReduceAxis, ReduceOp, ReducerSet};
 
 /// Identity of an expression node (its allocation address). The plan
 /// keeps the expressions alive, so addresses stay unique while it exists.
@@ -338,7 +340,7 @@ impl<'a> PassBuilder<'a> {
             && matches!(compute, DType::F32 | DType::F16)
         {
             let mut v = [*value];
-            crate::eval::round_to(&mut v, compute);
+            outcore_kernels::eval::round_to(&mut v, compute);
             return Ok(self.push(
                 f,
                 Instr::Value {
@@ -422,27 +424,6 @@ impl<'a> PassBuilder<'a> {
     }
 }
 
-/// Converts a lane buffer to another lane.
-pub(crate) fn convert_buf(b: &Buf, lane: Lane) -> Buf {
-    use crate::eval::LaneCast;
-    macro_rules! conv {
-        ($v:expr) => {
-            match lane {
-                Lane::F64 => Buf::F64($v.iter().map(|x| x.to_f64()).collect()),
-                Lane::I64 => Buf::I64($v.iter().map(|x| x.to_i64()).collect()),
-                Lane::U64 => Buf::U64($v.iter().map(|x| x.to_u64()).collect()),
-                Lane::Bool => Buf::Bool($v.iter().map(|x| x.to_bool()).collect()),
-            }
-        };
-    }
-    match b {
-        Buf::F64(v) => conv!(v),
-        Buf::I64(v) => conv!(v),
-        Buf::U64(v) => conv!(v),
-        Buf::Bool(v) => conv!(v),
-    }
-}
-
 /// Evaluates a non-streamed expression (constants and computed
 /// reductions) in memory; returns its values in its dtype's lane and how
 /// they broadcast.
@@ -508,8 +489,8 @@ pub(crate) fn small_value(values: &HashMap<NodeId, AnyArray>, e: &Expr) -> Resul
             let reg = b.compile_small(0, e, shape)?;
             let prog = &b.pass.frames[0].prog;
             let n = rows * cols;
-            let mut machine = crate::eval::Machine::new(prog, n);
-            let inputs = crate::eval::BlockInputs {
+            let mut machine = outcore_kernels::eval::Machine::new(prog, n);
+            let inputs = outcore_kernels::eval::BlockInputs {
                 sources: &[],
                 blocks: &[],
                 first_row: 0,
@@ -521,25 +502,6 @@ pub(crate) fn small_value(values: &HashMap<NodeId, AnyArray>, e: &Expr) -> Resul
             };
             Ok((out, shape))
         }
-    }
-}
-
-fn expand(b: &Buf, n: usize) -> Buf {
-    match b {
-        Buf::F64(v) if v.len() == 1 => Buf::F64(vec![v[0]; n]),
-        Buf::I64(v) if v.len() == 1 => Buf::I64(vec![v[0]; n]),
-        Buf::U64(v) if v.len() == 1 => Buf::U64(vec![v[0]; n]),
-        Buf::Bool(v) if v.len() == 1 => Buf::Bool(vec![v[0]; n]),
-        other => other.clone(),
-    }
-}
-
-fn truncate(b: &Buf, n: usize) -> Buf {
-    match b {
-        Buf::F64(v) => Buf::F64(v[..n].to_vec()),
-        Buf::I64(v) => Buf::I64(v[..n].to_vec()),
-        Buf::U64(v) => Buf::U64(v[..n].to_vec()),
-        Buf::Bool(v) => Buf::Bool(v[..n].to_vec()),
     }
 }
 

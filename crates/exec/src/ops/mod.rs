@@ -8,7 +8,6 @@
 //! source), in the final output, or, for quantiles, in memory.
 
 pub(crate) mod cumsum;
-pub(crate) mod key;
 pub(crate) mod quantile;
 pub(crate) mod sort;
 

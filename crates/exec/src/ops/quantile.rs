@@ -5,7 +5,7 @@
 //! Only a few order statistics per column are needed — the values of
 //! rank `floor((n-1)q)` and the next — so the data is not sorted. Each
 //! value is mapped to an order-preserving integer key (see
-//! [`super::key`]) and the ranks are found by **radix selection** over
+//! [`outcore_kernels::key`]) and the ranks are found by **radix selection** over
 //! read-only passes:
 //!
 //! 1. one pass finds each column's smallest and largest key and counts
@@ -44,12 +44,12 @@ use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::{ArrayFile, DType};
 use outcore_spill::Consumer;
 
-use super::key::SortKey;
 use super::{PAGE, reserve_slots, stream_file};
 use crate::engine::{Engine, RunReport};
 use crate::error::{Error, Result};
-use crate::reduce::ReduceAxis;
-use crate::value::{AnyArray, DynElement};
+use outcore_kernels::ReduceAxis;
+use outcore_kernels::key::SortKey;
+use outcore_kernels::{AnyArray, DynElement};
 
 /// A quantile to compute.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -39,10 +39,10 @@ use outcore_chunker::ArrayFile;
 use outcore_spill::{Consumer, SpillFile, SpillWindow};
 use rayon::prelude::*;
 
-use super::key::{self, SortKey};
 use super::{PAGE, RowSink, reserve_slots, stream_file, too_small};
 use crate::engine::{Engine, RunReport};
 use crate::error::{Error, Result};
+use outcore_kernels::key::{self, SortKey};
 
 /// The most runs merged at once.
 const FAN_IN_MAX: u64 = 128;

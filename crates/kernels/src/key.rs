@@ -13,7 +13,7 @@ use crate::value::DynElement;
 /// `a.key() < b.key()`. Distinct non-NaN values have distinct keys and
 /// [`SortKey::from_key`] inverts [`SortKey::key`] for them; a NaN's key
 /// ignores its sign bit, so all NaNs sort last.
-pub(crate) trait SortKey: Element + DynElement {
+pub trait SortKey: Element + DynElement {
     /// The key.
     fn key(self) -> u64;
     /// The value with this key.
@@ -111,7 +111,7 @@ float_key!(
 );
 
 /// Sorts `v` in NumPy's order (NaN last).
-pub(crate) fn sort<T: SortKey>(v: &mut [T]) {
+pub fn sort<T: SortKey>(v: &mut [T]) {
     v.sort_unstable_by_key(|x| x.key());
 }
 

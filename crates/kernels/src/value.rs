@@ -150,7 +150,7 @@ any_enums! {
 /// A typed buffer that a streamed result is collected into, block by
 /// block, and that becomes an [`AnyArray`] without another copy.
 #[derive(Debug)]
-pub(crate) struct Collector(AnyVec);
+pub struct Collector(AnyVec);
 
 macro_rules! any_vec {
     ($($var:ident => $t:ty),*) => {
@@ -162,7 +162,7 @@ macro_rules! any_vec {
 
         impl Collector {
             /// An empty collector of `dtype` with room for `n` elements.
-            pub(crate) fn with_capacity(dtype: DType, n: usize) -> Collector {
+            pub fn with_capacity(dtype: DType, n: usize) -> Collector {
                 Collector(match dtype {
                     DType::Bool => AnyVec::Bool(Vec::with_capacity(n)),
                     $(<$t as outcore_chunker::Element>::DATA_TYPE => AnyVec::$var(Vec::with_capacity(n)),)*
@@ -170,7 +170,7 @@ macro_rules! any_vec {
             }
 
             /// Appends elements given as native-order bytes of the dtype.
-            pub(crate) fn extend_from_bytes(&mut self, bytes: &[u8]) {
+            pub fn extend_from_bytes(&mut self, bytes: &[u8]) {
                 match &mut self.0 {
                     AnyVec::Bool(v) => v.extend(bytes.iter().map(|&b| b != 0)),
                     $(AnyVec::$var(v) => v.extend(
@@ -181,7 +181,7 @@ macro_rules! any_vec {
             }
 
             /// Appends another collector's elements (of the same dtype).
-            pub(crate) fn append(&mut self, other: Collector) {
+            pub fn append(&mut self, other: Collector) {
                 match (&mut self.0, other.0) {
                     (AnyVec::Bool(a), AnyVec::Bool(b)) => a.extend(b),
                     $((AnyVec::$var(a), AnyVec::$var(b)) => a.extend(b),)*
@@ -190,7 +190,7 @@ macro_rules! any_vec {
             }
 
             /// The collected elements as an array of `shape`.
-            pub(crate) fn into_array(self, shape: &[usize]) -> Result<AnyArray, ndarray::ShapeError> {
+            pub fn into_array(self, shape: &[usize]) -> Result<AnyArray, ndarray::ShapeError> {
                 Ok(match self.0 {
                     AnyVec::Bool(v) => AnyArray::Bool(ArrayD::from_shape_vec(IxDyn(shape), v)?),
                     $(AnyVec::$var(v) => AnyArray::$var(ArrayD::from_shape_vec(IxDyn(shape), v)?),)*

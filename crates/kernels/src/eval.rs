@@ -21,22 +21,27 @@ use half::f16;
 use outcore_chunker::DType;
 
 use crate::error::{Error, Result};
-use crate::expr::{BinaryOp, UnaryOp};
+use crate::op::{BinaryOp, UnaryOp};
 use crate::value::{AnyArray, AnyView};
 
 /// Elements per tile (at least one row is always taken whole).
-pub(crate) const TILE_ELEMS: usize = 2048;
+pub const TILE_ELEMS: usize = 2048;
 
 /// The representation values are computed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Lane {
+pub enum Lane {
+    /// `bool`.
     Bool,
+    /// `i64`, for every signed integer dtype.
     I64,
+    /// `u64`, for every unsigned integer dtype.
     U64,
+    /// `f64`, for every float dtype.
     F64,
 }
 
-pub(crate) fn lane_of(d: DType) -> Lane {
+/// The lane values of dtype `d` are computed in.
+pub fn lane_of(d: DType) -> Lane {
     if d == DType::Bool {
         Lane::Bool
     } else if d.is_float() {
@@ -50,7 +55,7 @@ pub(crate) fn lane_of(d: DType) -> Lane {
 
 impl Lane {
     /// The dtype whose values this lane holds unchanged.
-    pub(crate) fn dtype(self) -> DType {
+    pub fn dtype(self) -> DType {
         match self {
             Lane::Bool => DType::Bool,
             Lane::I64 => DType::I64,
@@ -62,14 +67,22 @@ impl Lane {
 
 /// Conversions between element types and lanes (NumPy `astype` rules,
 /// with Rust's saturating float-to-int casts).
-pub(crate) trait LaneCast: Copy + Send + Sync + 'static {
+pub trait LaneCast: Copy + Send + Sync + 'static {
+    /// The value as `f64` (`astype(float64)`).
     fn to_f64(self) -> f64;
+    /// The value as `i64` (floats truncate toward zero, saturating).
     fn to_i64(self) -> i64;
+    /// The value as `u64` (floats truncate toward zero, saturating).
     fn to_u64(self) -> u64;
+    /// `self != 0` (NaN is true).
     fn to_bool(self) -> bool;
+    /// The `f64` as this type (rounded to nearest for narrower floats).
     fn from_f64(v: f64) -> Self;
+    /// The `i64` as this type (integer narrowing wraps).
     fn from_i64(v: i64) -> Self;
+    /// The `u64` as this type (integer narrowing wraps).
     fn from_u64(v: u64) -> Self;
+    /// `0` or `1`.
     fn from_bool(v: bool) -> Self;
 }
 
@@ -162,10 +175,14 @@ impl LaneCast for f16 {
 
 /// A register: one tile of values in one lane.
 #[derive(Clone, Debug)]
-pub(crate) enum Buf {
+pub enum Buf {
+    /// Values of [`Lane::Bool`].
     Bool(Vec<bool>),
+    /// Values of [`Lane::I64`].
     I64(Vec<i64>),
+    /// Values of [`Lane::U64`].
     U64(Vec<u64>),
+    /// Values of [`Lane::F64`].
     F64(Vec<f64>),
 }
 
@@ -180,7 +197,7 @@ impl Buf {
     }
 
     /// Converts any array's values into a lane buffer.
-    pub(crate) fn from_array(a: &AnyArray, lane: Lane) -> Buf {
+    pub fn from_array(a: &AnyArray, lane: Lane) -> Buf {
         macro_rules! conv {
             ($arr:expr) => {
                 match lane {
@@ -208,7 +225,7 @@ impl Buf {
     }
 
     /// The first `n` values as a `rows × cols` view in the lane's dtype.
-    pub(crate) fn view(&self, rows: usize, cols: usize) -> AnyView<'_> {
+    pub fn view(&self, rows: usize, cols: usize) -> AnyView<'_> {
         let n = rows * cols;
         let shape = (rows, cols);
         // The registers are tile-sized by construction.
@@ -229,7 +246,7 @@ impl Buf {
     }
 
     /// Writes the first `out.len()` values converted to `T`.
-    pub(crate) fn store<T: LaneCast>(&self, out: &mut [T]) {
+    pub fn store<T: LaneCast>(&self, out: &mut [T]) {
         let n = out.len();
         match self {
             Buf::Bool(b) => out
@@ -254,7 +271,7 @@ impl Buf {
 
 /// How a broadcast value lines up with the frame being evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Shape {
+pub enum Shape {
     /// One value everywhere.
     Scalar,
     /// One value per column.
@@ -267,66 +284,93 @@ pub(crate) enum Shape {
 
 /// An instruction; register `i` holds the output of instruction `i`.
 #[derive(Clone)]
-pub(crate) enum Instr {
+pub enum Instr {
     /// Rows of input block `src`, converted to the dtype's lane.
     Source {
+        /// Index of the block among the block's inputs.
         src: usize,
+        /// The input's dtype.
         dtype: DType,
     },
     /// Rows of a `map_blocks` result computed earlier for this block.
     Block {
+        /// Index of the result among the block-level results.
         slot: usize,
+        /// The result's dtype.
         dtype: DType,
     },
     /// A value computed before this pass, broadcast over the frame.
     Value {
+        /// The values.
         data: Arc<Buf>,
+        /// How they line up with the frame.
         shape: Shape,
     },
     /// Lane conversion of a tile register.
     Convert {
+        /// The register converted.
         arg: usize,
+        /// The lane it is converted to.
         to: Lane,
     },
+    /// A function of one register, rounded to `dtype`.
     Unary {
+        /// The function.
         op: UnaryOp,
+        /// Its operand.
         arg: usize,
+        /// NumPy's result dtype.
         dtype: DType,
     },
+    /// A function of two registers (in one lane), rounded to `dtype`.
     Binary {
+        /// The function.
         op: BinaryOp,
+        /// The left operand.
         a: usize,
+        /// The right operand.
         b: usize,
+        /// NumPy's result dtype.
         dtype: DType,
     },
+    /// `np.where(c, a, b)`.
     Where {
+        /// The bool condition.
         c: usize,
+        /// Where the condition is true.
         a: usize,
+        /// Where it is false.
         b: usize,
+        /// The result dtype.
         dtype: DType,
     },
+    /// `astype(dtype)`.
     Cast {
+        /// The register cast.
         arg: usize,
+        /// The dtype cast to.
         dtype: DType,
     },
 }
 
 /// A compiled expression DAG.
 #[derive(Clone, Default)]
-pub(crate) struct Program {
-    pub(crate) instrs: Vec<Instr>,
+pub struct Program {
+    /// The instructions, in dependency order.
+    pub instrs: Vec<Instr>,
     /// The kind of frame the program runs over.
-    pub(crate) frame: Option<Shape>,
+    pub frame: Option<Shape>,
 }
 
 impl Program {
-    pub(crate) fn push(&mut self, instr: Instr) -> usize {
+    /// Appends an instruction; returns its register.
+    pub fn push(&mut self, instr: Instr) -> usize {
         self.instrs.push(instr);
         self.instrs.len() - 1
     }
 
     /// The lane of register `r`.
-    pub(crate) fn lane(&self, r: usize) -> Lane {
+    pub fn lane(&self, r: usize) -> Lane {
         match &self.instrs[r] {
             Instr::Source { dtype, .. }
             | Instr::Block { dtype, .. }
@@ -345,7 +389,7 @@ impl Program {
     }
 
     /// Bytes of scratch one evaluating thread needs for tiles of `tile_elems`.
-    pub(crate) fn scratch_bytes(&self, tile_elems: usize) -> usize {
+    pub fn scratch_bytes(&self, tile_elems: usize) -> usize {
         self.instrs
             .iter()
             .filter(|i| !matches!(i, Instr::Value { .. }))
@@ -357,15 +401,17 @@ impl Program {
 
 /// The inputs of one block: the source blocks' views and the results of
 /// block-level functions.
-pub(crate) struct BlockInputs<'a, 'b> {
-    pub(crate) sources: &'a [AnyView<'b>],
-    pub(crate) blocks: &'a [AnyArray],
+pub struct BlockInputs<'a, 'b> {
+    /// Views of the block's input rows, one per source.
+    pub sources: &'a [AnyView<'b>],
+    /// Results of block-level functions (`map_blocks`) for the block.
+    pub blocks: &'a [AnyArray],
     /// Array row of the block's first row.
-    pub(crate) first_row: u64,
+    pub first_row: u64,
 }
 
 /// Per-thread registers for evaluating a program.
-pub(crate) struct Machine {
+pub struct Machine {
     regs: Vec<Buf>,
 }
 
@@ -459,7 +505,7 @@ fn map_into<A: Copy, O>(out: &mut [O], x: Opnd<'_, A>, f: impl Fn(A) -> O) {
 
 /// Rounds lane values to what `dtype` can hold (float32/float16
 /// rounding, integer wrap-around), as NumPy stores each result.
-pub(crate) fn round_to(buf: &mut [f64], dtype: DType) {
+pub fn round_to(buf: &mut [f64], dtype: DType) {
     match dtype {
         DType::F32 => buf.iter_mut().for_each(|v| *v = *v as f32 as f64),
         DType::F16 => buf.iter_mut().for_each(|v| *v = f16::from_f64(*v).to_f64()),
@@ -509,7 +555,7 @@ fn nan_min(a: f64, b: f64) -> f64 {
 
 impl Machine {
     /// Registers for `prog` over tiles of up to `tile_elems` elements.
-    pub(crate) fn new(prog: &Program, tile_elems: usize) -> Machine {
+    pub fn new(prog: &Program, tile_elems: usize) -> Machine {
         let regs = (0..prog.instrs.len())
             .map(|i| match &prog.instrs[i] {
                 Instr::Value { .. } => Buf::new(prog.lane(i), 0),
@@ -520,13 +566,13 @@ impl Machine {
     }
 
     /// The register holding instruction `r`'s output for the last tile.
-    pub(crate) fn reg(&self, r: usize) -> &Buf {
+    pub fn reg(&self, r: usize) -> &Buf {
         &self.regs[r]
     }
 
     /// Evaluates `prog` for rows `r0 .. r1` of the block (a tile of
     /// `(r1 - r0) × cols` elements).
-    pub(crate) fn run(
+    pub fn run(
         &mut self,
         prog: &Program,
         inputs: &BlockInputs<'_, '_>,
@@ -628,7 +674,7 @@ fn lane_err(what: &str) -> Error {
 }
 
 /// A 2-d array (a `map_blocks` input or result) as a view.
-pub(crate) fn array_view2(a: &AnyArray) -> Result<AnyView<'_>> {
+pub fn array_view2(a: &AnyArray) -> Result<AnyView<'_>> {
     macro_rules! v {
         ($x:expr) => {
             $x.view()
@@ -958,7 +1004,7 @@ fn select(
 
 /// Converts the first `n` values of a register into `dtype`'s bytes,
 /// appended to `out` (native byte order).
-pub(crate) fn store_bytes(buf: &Buf, n: usize, dtype: DType, out: &mut [u8]) {
+pub fn store_bytes(buf: &Buf, n: usize, dtype: DType, out: &mut [u8]) {
     macro_rules! store {
         ($t:ty) => {{
             let typed: &mut [$t] = bytemuck::cast_slice_mut(out);

@@ -5,17 +5,25 @@
 //! one [`ReduceAxis`]) with shared states: `mean` and `std` share one pass,
 //! `min`, `max`, `nanmin` and `nanmax` share one state, and so on. The
 //! engine calls [`ReducerSet::update`] with tiles of whole rows, merges the
-//! per-block [`Partial`]s in block order and calls [`ReducerSet::finish`].
+//! per-block [`ReduceState`]s in block order and calls [`ReducerSet::finish`].
 //!
 //! Inside, each tile is matched on its dtype once and handed to generic,
 //! monomorphised kernels over contiguous slices (`bool` reduced as `u8`,
 //! `float16` converted to `f32` in a scratch buffer owned by the partial).
 //! Semantics and numerics are documented on [`ReduceOp`] and in `sum.rs`.
 
+pub mod all;
+pub mod any;
+pub mod count_nonzero;
+pub mod ptp;
+
 mod extreme;
+mod kind;
 mod num;
 mod sum;
 mod wire;
+
+pub use self::kind::{ReduceKind, kind_named, kinds};
 
 #[cfg(test)]
 mod tests;
@@ -404,7 +412,7 @@ impl Plan {
             0
         };
         let per_output = self.bytes_per_output();
-        let fixed = std::mem::size_of::<Partial>() + scratch;
+        let fixed = std::mem::size_of::<ReduceState>() + scratch;
         match self.axis {
             // Per-row results grow by doubling: count the slack.
             ReduceAxis::Axis1 => fixed + 2 * block_rows * per_output,
@@ -827,16 +835,16 @@ impl Data {
     }
 }
 
-/// The partial state of a [`ReducerSet`] (or of a built-in
-/// [`Aggregate`](crate::aggregate::Aggregate)) over a contiguous run of rows.
+/// The partial state of a [`ReducerSet`] (and of the engine's built-in
+/// aggregates) over a contiguous run of rows: opaque, serialisable.
 ///
 /// Serialisable: floats travel as bit patterns, so NaN and infinity survive
 /// JSON. Misuse (a tile of the wrong dtype or width, rows out of order, a
 /// merge of states of different reductions) is recorded and reported as
 /// [`Error::Invalid`] by `finish`, never a panic.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(try_from = "PartialWire")]
-pub(crate) struct Partial {
+#[serde(try_from = "StateWire")]
+pub struct ReduceState {
     plan: Plan,
     /// Global index of the first row covered.
     start: u64,
@@ -850,9 +858,9 @@ pub(crate) struct Partial {
     scratch: Vec<f32>,
 }
 
-/// The serialised form of [`Partial`], validated on the way in.
+/// The serialised form of [`ReduceState`], validated on the way in.
 #[derive(Deserialize)]
-struct PartialWire {
+struct StateWire {
     plan: Plan,
     start: u64,
     rows: u64,
@@ -860,10 +868,10 @@ struct PartialWire {
     error: Option<String>,
 }
 
-impl TryFrom<PartialWire> for Partial {
+impl TryFrom<StateWire> for ReduceState {
     type Error = String;
 
-    fn try_from(w: PartialWire) -> std::result::Result<Partial, String> {
+    fn try_from(w: StateWire) -> std::result::Result<ReduceState, String> {
         let ok = w.data.matches(w.plan.input)
             && with_typed!(&w.data, t => t.is_consistent(&w.plan, w.rows));
         if !ok {
@@ -872,7 +880,7 @@ impl TryFrom<PartialWire> for Partial {
                 w.rows, w.plan.input, w.plan.axis
             ));
         }
-        Ok(Partial {
+        Ok(ReduceState {
             plan: w.plan,
             start: w.start,
             rows: w.rows,
@@ -892,9 +900,9 @@ fn with_slice<T: Copy, R>(v: ArrayView2<'_, T>, f: impl FnOnce(&[T]) -> R) -> R 
     }
 }
 
-impl Partial {
-    pub(crate) fn new(plan: Plan) -> Partial {
-        Partial {
+impl ReduceState {
+    pub(crate) fn new(plan: Plan) -> ReduceState {
+        ReduceState {
             plan,
             start: 0,
             rows: 0,
@@ -904,8 +912,9 @@ impl Partial {
         }
     }
 
-    /// Adds the rows `first_row .. first_row + tile.nrows()`.
-    pub(crate) fn update(&mut self, tile: AnyView<'_>, first_row: u64) {
+    /// Adds the rows `first_row .. first_row + tile.nrows()` (the same as
+    /// [`ReducerSet::update`]).
+    pub fn update(&mut self, tile: AnyView<'_>, first_row: u64) {
         if self.error.is_some() {
             return;
         }
@@ -975,8 +984,9 @@ impl Partial {
         self.rows += nrows as u64;
     }
 
-    /// Merges `next`, the state of the rows right after those of `self`.
-    pub(crate) fn merge(&mut self, next: Partial) {
+    /// Merges `next`, the state of the rows right after those of `self`
+    /// (the same as [`ReducerSet::merge`]).
+    pub fn merge(&mut self, next: ReduceState) {
         if self.error.is_some() {
             return;
         }
@@ -1080,9 +1090,9 @@ fn update_f16(
 }
 
 /// Several reductions over one input (one dtype, one axis), sharing their
-/// states: the engine's entry point.
+/// states: `mean` and `std` cost one sweep, `min` and `max` one state.
 #[derive(Clone, Debug)]
-pub(crate) struct ReducerSet {
+pub struct ReducerSet {
     ops: Vec<ReduceOp>,
     plan: Plan,
     rows: u64,
@@ -1095,7 +1105,7 @@ impl ReducerSet {
     /// # Errors
     ///
     /// [`Error::Invalid`] when `rows × row_len` overflows.
-    pub(crate) fn new(
+    pub fn new(
         ops: &[ReduceOp],
         axis: ReduceAxis,
         input: DType,
@@ -1114,32 +1124,44 @@ impl ReducerSet {
         })
     }
 
-    /// The dtype of `op`'s result for input of dtype `input`.
-    pub(crate) fn result_dtype(op: ReduceOp, input: DType) -> DType {
-        op.result_dtype(input)
-    }
-
     /// Bytes one partial occupies when it covers a block of `block_rows`
     /// rows (Axis1 partials hold one result per row; float16 partials a
     /// conversion buffer of one tile).
-    pub(crate) fn state_bytes(&self, block_rows: usize) -> usize {
+    pub fn state_bytes(&self, block_rows: usize) -> usize {
         self.plan.state_bytes(block_rows)
     }
 
+    /// The dtype of `op`'s result for input of dtype `input` (as
+    /// [`ReduceOp::result_dtype`]).
+    pub fn result_dtype(op: ReduceOp, input: DType) -> DType {
+        op.result_dtype(input)
+    }
+
+    /// Bytes an [`ReduceAxis::Axis1`] state adds per row it covers (one
+    /// result per row; 0 for the other axes).
+    pub fn state_bytes_per_row(&self) -> usize {
+        self.plan.state_bytes_per_row()
+    }
+
+    /// The reductions, in the order of [`ReducerSet::finish`]'s results.
+    pub fn ops(&self) -> &[ReduceOp] {
+        &self.ops
+    }
+
     /// An empty partial state.
-    pub(crate) fn init(&self) -> Partial {
-        Partial::new(self.plan)
+    pub fn init(&self) -> ReduceState {
+        ReduceState::new(self.plan)
     }
 
     /// Adds the rows `first_row .. first_row + tile.nrows()` (all `row_len`
     /// columns) to `partial`. Successive calls on one partial must come in
     /// increasing, contiguous row order. Misuse is reported by `finish`.
-    pub(crate) fn update(&self, partial: &mut Partial, tile: AnyView<'_>, first_row: u64) {
+    pub fn update(&self, partial: &mut ReduceState, tile: AnyView<'_>, first_row: u64) {
         partial.update(tile, first_row);
     }
 
     /// Merges `next`, which covers the rows right after those of `into`.
-    pub(crate) fn merge(&self, into: &mut Partial, next: Partial) {
+    pub fn merge(&self, into: &mut ReduceState, next: ReduceState) {
         into.merge(next);
     }
 
@@ -1152,7 +1174,31 @@ impl ReducerSet {
     /// zero-length reduction, [`Error::IntegerOverflow`] for an exact integer
     /// sum that does not fit its dtype, [`Error::Invalid`] for a partial that
     /// does not cover rows `0..rows` or was misused.
-    pub(crate) fn finish(&self, partial: Partial) -> Result<Vec<AnyArray>> {
+    pub fn finish(&self, partial: ReduceState) -> Result<Vec<AnyArray>> {
         partial.finish(&self.plan, &self.ops, self.rows)
+    }
+}
+
+impl crate::kernel::Kernel for ReducerSet {
+    type State = ReduceState;
+
+    fn init(&self) -> ReduceState {
+        ReducerSet::init(self)
+    }
+
+    fn update(&self, state: &mut ReduceState, block: AnyView<'_>, first_row: u64) {
+        state.update(block, first_row);
+    }
+
+    fn merge(&self, into: &mut ReduceState, next: ReduceState) {
+        into.merge(next);
+    }
+
+    fn finish(&self, state: ReduceState) -> Result<Vec<AnyArray>> {
+        ReducerSet::finish(self, state)
+    }
+
+    fn state_bytes(&self, rows: u64) -> u64 {
+        ReducerSet::state_bytes(self, rows.min(usize::MAX as u64) as usize) as u64
     }
 }

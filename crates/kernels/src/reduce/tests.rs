@@ -93,7 +93,7 @@ fn run_split(
 ) -> Result<Vec<AnyArray>> {
     let (rows, row_len) = dims(arr);
     let set = ReducerSet::new(ops, axis, arr.dtype(), rows as u64, row_len)?;
-    let mut acc: Option<Partial> = None;
+    let mut acc: Option<ReduceState> = None;
     let mut b0 = 0;
     while b0 < rows {
         let b1 = (b0 + block).min(rows);
@@ -657,7 +657,7 @@ fn float64_sum_1e9_accuracy() {
     let scale = (1u64 << 62) as f64;
     let (mut exact, mut abs) = (0i128, 0.0f64);
     let mut rng = Rng(4242);
-    let mut acc: Option<Partial> = None;
+    let mut acc: Option<ReduceState> = None;
     let mut tile = vec![0.0f64; tile_rows * row_len];
     let mut r = 0;
     while r < rows {
@@ -1027,7 +1027,7 @@ fn misuse_is_an_error_not_a_panic() {
     other.update(&mut d, view_rows(&good, 0, 4), 0);
     assert!(matches!(set.finish(d), Err(Error::Invalid(_))));
     // Garbage from the wire.
-    assert!(serde_json::from_str::<Partial>("{\"plan\":1}").is_err());
+    assert!(serde_json::from_str::<ReduceState>("{\"plan\":1}").is_err());
 }
 
 #[test]
@@ -1039,7 +1039,7 @@ fn states_roundtrip_through_json_with_nan_and_inf() {
         let mut p = set.init();
         set.update(&mut p, view_rows(&arr, 0, 2), 0);
         let text = serde_json::to_string(&p).expect("serialise");
-        let mut back: Partial = serde_json::from_str(&text).expect("deserialise");
+        let mut back: ReduceState = serde_json::from_str(&text).expect("deserialise");
         let mut q = set.init();
         set.update(&mut q, view_rows(&arr, 2, 3), 2);
         let mut p2 = p.clone();
@@ -1049,89 +1049,6 @@ fn states_roundtrip_through_json_with_nan_and_inf() {
         let b = set.finish(p2).expect("finish");
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
-}
-
-#[test]
-fn aggregate_trait_matches_reducer_set() {
-    use crate::aggregate::{Aggregate, ArgMax, Mean, Reduction, Reductions, Std, Sum};
-    let arr = Array2::from_shape_fn((50, 3), |(r, c)| (r * 7 + c * 13) as f64 % 11.0 - 5.0);
-    let anyarr = AnyArray::from(arr.clone().into_dyn());
-    let std = Std {
-        axis: ReduceAxis::Axis0,
-        ddof: 1,
-    };
-    let mut a = Aggregate::<f64>::init(&std, 3);
-    std.update(&mut a, arr.slice(s![..20, ..]), 0);
-    let mut b = Aggregate::<f64>::init(&std, 3);
-    std.update(&mut b, arr.slice(s![20.., ..]), 20);
-    let text = serde_json::to_string(&b).expect("serialise");
-    Aggregate::<f64>::merge(
-        &std,
-        &mut a,
-        serde_json::from_str(&text).expect("deserialise"),
-    );
-    let got = Aggregate::<f64>::finish(&std, a, 50, 3).expect("finish");
-    // Another split than the unsplit run: equal to rounding.
-    let want = run1(ReduceOp::Std { ddof: 1 }, ReduceAxis::Axis0, &anyarr).expect("run");
-    for (g, w) in f64s(&got).iter().zip(f64s(&want)) {
-        assert!((g - w).abs() <= 1e-14 * w, "{g} vs {w}");
-    }
-
-    let ints = Array2::from_shape_fn((4, 2), |(r, c)| (r * 2 + c) as i16);
-    let sum = Sum {
-        axis: ReduceAxis::All,
-    };
-    let mut s = Aggregate::<i16>::init(&sum, 2);
-    sum.update(&mut s, ints.view(), 0);
-    assert_eq!(
-        Aggregate::<i16>::finish(&sum, s, 4, 2)
-            .expect("sum")
-            .to_scalars(),
-        vec![Scalar::Int(28)]
-    );
-    let am = ArgMax {
-        axis: ReduceAxis::Axis1,
-    };
-    let mut s = Aggregate::<i16>::init(&sum, 2);
-    sum.update(&mut s, ints.view(), 0);
-    // A state of another reduction is refused, not misread.
-    assert!(Aggregate::<i16>::finish(&am, s, 4, 2).is_err());
-
-    let multi = Reductions {
-        ops: vec![ReduceOp::Mean, ReduceOp::Std { ddof: 0 }],
-        axis: ReduceAxis::All,
-    };
-    let mut s = Aggregate::<f64>::init(&multi, 3);
-    multi.update(&mut s, arr.view(), 0);
-    let out = Aggregate::<f64>::finish(&multi, s, 50, 3).expect("finish");
-    let mean = Mean {
-        axis: ReduceAxis::All,
-    };
-    let mut m = Aggregate::<f64>::init(&mean, 3);
-    mean.update(&mut m, arr.view(), 0);
-    assert_eq!(
-        out[0],
-        Aggregate::<f64>::finish(&mean, m, 50, 3).expect("mean")
-    );
-    assert!(
-        Aggregate::<f64>::state_bytes(
-            &Reduction {
-                op: ReduceOp::Sum,
-                axis: ReduceAxis::Axis1
-            },
-            3
-        ) > 0
-    );
-    assert!(
-        Aggregate::<f64>::state_bytes_per_row(
-            &Reduction {
-                op: ReduceOp::Sum,
-                axis: ReduceAxis::Axis1
-            },
-            3
-        ) >= 8
-    );
-    assert_eq!(Aggregate::<f64>::state_bytes_per_row(&mean, 3), 0);
 }
 
 #[test]
