@@ -79,7 +79,16 @@ use outcore_chunker::Element;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use ndarray::{ArrayD, IxDyn};
+use outcore_chunker::DType;
+use outcore_kernels::{DynElement, DynKernel, Kernel};
+
 use crate::error::{Error, Result};
+use crate::kernel::KernelSpec;
+use crate::stream::catch_user;
 use outcore_kernels::ReducerSet;
 use outcore_kernels::{AnyArray, AnyView};
 
@@ -134,6 +143,219 @@ pub trait Aggregate<T: Element>: Send + Sync {
     fn state_bytes_per_row(&self, row_len: usize) -> usize {
         let _ = row_len;
         0
+    }
+
+    /// The shape of `finish`'s result as an array, for an aggregate used
+    /// as an expression ([`Expr::aggregate`](crate::Expr::aggregate)) over
+    /// `rows` rows of `row_len` values. By default `[]`: one value.
+    /// Overriding it is what lets a result of one per column (the input's
+    /// trailing shape), a vector of bin counts or a matrix feed later
+    /// expressions; a result of another shape is an
+    /// [`Error::Shape`].
+    fn output_shape(&self, rows: u64, row_len: usize) -> Vec<u64> {
+        let _ = (rows, row_len);
+        Vec::new()
+    }
+}
+
+/// An aggregate's result that is an array: what
+/// [`Expr::aggregate`](crate::Expr::aggregate) needs of `Aggregate::Output`
+/// (a number of any dtype, a `Vec`, or an `ndarray` array).
+pub trait ArrayOutput {
+    /// The result's dtype.
+    const DTYPE: DType;
+    /// The result as an array.
+    fn into_array(self) -> AnyArray;
+}
+
+macro_rules! scalar_output {
+    ($($t:ty),*) => {$(
+        impl ArrayOutput for $t {
+            const DTYPE: DType = <$t as Element>::DATA_TYPE;
+            fn into_array(self) -> AnyArray {
+                AnyArray::scalar(self)
+            }
+        }
+    )*};
+}
+
+scalar_output!(
+    bool,
+    i8,
+    i16,
+    i32,
+    i64,
+    u8,
+    u16,
+    u32,
+    u64,
+    half::f16,
+    f32,
+    f64
+);
+
+impl<T: DynElement> ArrayOutput for Vec<T> {
+    const DTYPE: DType = T::DATA_TYPE;
+    fn into_array(self) -> AnyArray {
+        let n = self.len();
+        T::into_any(ArrayD::from_shape_vec(IxDyn(&[n]), self).expect("a vector is 1-d"))
+    }
+}
+
+impl<T: DynElement, D: ndarray::Dimension> ArrayOutput for ndarray::Array<T, D> {
+    const DTYPE: DType = T::DATA_TYPE;
+    fn into_array(self) -> AnyArray {
+        T::into_any(self.into_dyn())
+    }
+}
+
+/// What becomes of an aggregate's output when its kernel finishes.
+type Output<O> = Arc<dyn Fn(O) -> Result<AnyArray> + Send + Sync>;
+
+/// A user aggregate in an expression graph: builds its kernel.
+pub(crate) struct AggregateSpec<T: Element, A: Aggregate<T>> {
+    agg: Arc<A>,
+    output: Output<A::Output>,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T: DynElement, A: Aggregate<T> + 'static> AggregateSpec<T, A> {
+    /// The aggregate whose result is an array (checked against its
+    /// `output_shape` and `ArrayOutput::DTYPE`).
+    pub(crate) fn array(agg: A, rows: u64, row_len: usize) -> AggregateSpec<T, A>
+    where
+        A::Output: ArrayOutput,
+    {
+        let shape: Vec<usize> = agg
+            .output_shape(rows, row_len)
+            .iter()
+            .map(|&d| d as usize)
+            .collect();
+        AggregateSpec {
+            agg: Arc::new(agg),
+            output: Arc::new(move |o: A::Output| {
+                let a = o.into_array();
+                if a.shape() != shape.as_slice() {
+                    return Err(Error::Shape(format!(
+                        "the aggregate returned an array of shape {:?}, but its output_shape \
+                         is {shape:?}",
+                        a.shape()
+                    )));
+                }
+                Ok(a)
+            }),
+            _t: PhantomData,
+        }
+    }
+
+    /// The aggregate whose typed result is left in `stash` (for
+    /// [`Engine::aggregate`](crate::Engine::aggregate)); the node's own
+    /// value is a placeholder.
+    pub(crate) fn stash(agg: A, stash: Arc<Mutex<Option<A::Output>>>) -> AggregateSpec<T, A>
+    where
+        A::Output: Send + 'static,
+    {
+        AggregateSpec {
+            agg: Arc::new(agg),
+            output: Arc::new(move |o: A::Output| {
+                if let Ok(mut s) = stash.lock() {
+                    *s = Some(o);
+                }
+                Ok(AnyArray::scalar(0u8))
+            }),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: DynElement, A: Aggregate<T> + 'static> KernelSpec for AggregateSpec<T, A> {
+    fn describe(&self, arg: &str) -> String {
+        format!("aggregate({arg})")
+    }
+
+    fn build(&self, input: DType, rows: u64, row_len: usize) -> Result<Arc<dyn DynKernel>> {
+        if input != T::DATA_TYPE {
+            return Err(Error::Invalid(format!(
+                "internal: an aggregate over {} was given {input} rows",
+                T::DATA_TYPE
+            )));
+        }
+        Ok(Arc::new(AggregateKernel::<T, A> {
+            agg: self.agg.clone(),
+            output: self.output.clone(),
+            rows,
+            row_len,
+            _t: PhantomData,
+        }))
+    }
+
+    fn view_dtype(&self) -> Option<DType> {
+        Some(T::DATA_TYPE)
+    }
+}
+
+/// A user aggregate run as a kernel.
+struct AggregateKernel<T: Element, A: Aggregate<T>> {
+    agg: Arc<A>,
+    output: Output<A::Output>,
+    rows: u64,
+    row_len: usize,
+    _t: PhantomData<fn(T)>,
+}
+
+/// An aggregate's state, and the first misuse seen.
+pub(crate) struct AggState<S> {
+    inner: S,
+    error: Option<String>,
+}
+
+impl<T: DynElement, A: Aggregate<T> + 'static> Kernel for AggregateKernel<T, A> {
+    type State = AggState<A::State>;
+
+    fn init(&self) -> AggState<A::State> {
+        AggState {
+            inner: self.agg.init(self.row_len),
+            error: None,
+        }
+    }
+
+    fn update(&self, state: &mut AggState<A::State>, block: AnyView<'_>, first_row: u64) {
+        match T::from_view(block) {
+            Some(view) => self.agg.update(&mut state.inner, view, first_row),
+            None => {
+                state.error.get_or_insert_with(|| {
+                    format!(
+                        "internal: an aggregate over {} was given a {} block",
+                        T::DATA_TYPE,
+                        block.dtype()
+                    )
+                });
+            }
+        }
+    }
+
+    fn merge(&self, into: &mut AggState<A::State>, next: AggState<A::State>) {
+        if into.error.is_none() {
+            into.error = next.error;
+        }
+        self.agg.merge(&mut into.inner, next.inner);
+    }
+
+    fn finish(&self, state: AggState<A::State>) -> outcore_kernels::Result<Vec<AnyArray>> {
+        let user = |e: Error| outcore_kernels::Error::User(Box::new(e));
+        if let Some(e) = state.error {
+            return Err(user(Error::Invalid(e)));
+        }
+        let out = catch_user(|| self.agg.finish(state.inner, self.rows, self.row_len))
+            .and_then(|r| r)
+            .and_then(|o| (self.output)(o))
+            .map_err(user)?;
+        Ok(vec![out])
+    }
+
+    fn state_bytes(&self, rows: u64) -> u64 {
+        self.agg.state_bytes(self.row_len) as u64
+            + rows * self.agg.state_bytes_per_row(self.row_len) as u64
     }
 }
 

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use ndarray::{Array2, ArrayView2};
 use outcore_chunker::{ArrayFile, DType};
 
-use crate::ops::quantile::Quantile;
-use outcore_kernels::{AnyArray, AnyView, BinaryOp, DynElement, UnaryOp};
+use crate::kernel::{AxisKernel, KernelSpec};
+use crate::ops::kind::{ArrayOp, Quantile, cumsum_dtype, quantile_dtype};
+use outcore_kernels::{AnyArray, AnyView, BinaryOp, DynElement, ReduceKind, UnaryOp};
 use outcore_kernels::{ReduceAxis, ReduceOp};
 
 /// How an expression's values are laid out relative to the rows being
@@ -32,6 +33,9 @@ pub(crate) enum Extent {
     Column { rows: u64 },
     /// A single value, broadcast everywhere.
     Scalar,
+    /// A value of any other shape (a user aggregate's matrix or vector of
+    /// counts): combines only with scalars and values of its shape.
+    Value { shape: Vec<u64> },
 }
 
 impl Extent {
@@ -41,6 +45,7 @@ impl Extent {
                 .as_ref()
                 .map_or(1, |t| t.iter().product::<u64>() as usize),
             Extent::Row { row_len, .. } => *row_len,
+            Extent::Value { shape } => shape.iter().product::<u64>() as usize,
             Extent::Column { .. } | Extent::Scalar => 1,
         }
     }
@@ -48,7 +53,7 @@ impl Extent {
     pub(crate) fn rows(&self) -> u64 {
         match self {
             Extent::Full { rows, .. } | Extent::Column { rows } => *rows,
-            Extent::Row { .. } | Extent::Scalar => 1,
+            Extent::Row { .. } | Extent::Scalar | Extent::Value { .. } => 1,
         }
     }
 
@@ -67,6 +72,7 @@ impl Extent {
             Extent::Row { shape, .. } => shape.clone(),
             Extent::Column { rows } => vec![*rows],
             Extent::Scalar => vec![],
+            Extent::Value { shape } => shape.clone(),
         }
     }
 }
@@ -109,6 +115,9 @@ pub(crate) enum Node {
     Where(Expr, Expr, Expr),
     Cast(Expr, DType),
     Reduce(ReduceOp, ReduceAxis, Expr),
+    /// A reduction that is a kernel of its own (a registered kind along
+    /// an axis, or a user aggregate).
+    Kernel(Arc<dyn KernelSpec>, Expr),
     MapBlocks {
         input: Expr,
         f: Arc<dyn BlockFn>,
@@ -120,19 +129,12 @@ pub(crate) enum Node {
     Op(ArrayOp, Expr),
     /// An exact quantile, computed before the passes.
     Quantile(Quantile, ReduceAxis, Expr),
+    /// An array an earlier step of the plan leaves in a spill file (a
+    /// sorted or cumulated array, a spilled intermediate): read like a
+    /// source once that step has run.
+    Slot(usize),
     /// A construction error, reported when the expression is computed.
     Invalid(String),
-}
-
-/// Operators over a whole streamed array whose result is another array.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum ArrayOp {
-    /// `np.sort(x, axis=0)`.
-    Sort,
-    /// `np.cumsum(x, axis=0)`.
-    Cumsum,
-    /// The same values, materialized in a spill file.
-    Persist,
 }
 
 /// A lazy array expression.
@@ -177,6 +179,8 @@ impl fmt::Display for Expr {
                 ReduceAxis::Axis0 => write!(f, "{op}({a}, axis=0)"),
                 ReduceAxis::Axis1 => write!(f, "{op}({a}, axis=1)"),
             },
+            Node::Kernel(k, a) => f.write_str(&k.describe(&a.to_string())),
+            Node::Slot(k) => write!(f, "<spilled #{k}>"),
             Node::MapBlocks { input, .. } => write!(f, "map_blocks({input})"),
             Node::Op(ArrayOp::Sort, a) => write!(f, "sort({a}, axis=0)"),
             Node::Op(ArrayOp::Cumsum, a) => write!(f, "cumsum({a}, axis=0)"),
@@ -350,10 +354,11 @@ impl Expr {
     /// The expressions this one is computed from.
     pub(crate) fn children(&self) -> Vec<&Expr> {
         match &*self.node {
-            Node::Source(_) | Node::Const { .. } | Node::Invalid(_) => Vec::new(),
+            Node::Source(_) | Node::Const { .. } | Node::Invalid(_) | Node::Slot(_) => Vec::new(),
             Node::Unary(_, a)
             | Node::Cast(a, _)
             | Node::Reduce(_, _, a)
+            | Node::Kernel(_, a)
             | Node::Op(_, a)
             | Node::Quantile(_, _, a) => vec![a],
             Node::MapBlocks { input, .. } => vec![input],
@@ -598,29 +603,59 @@ impl Expr {
 
     /// A reduction along `axis` (`0`, `1` or [`ReduceAxis::All`]).
     pub fn reduce(&self, op: ReduceOp, axis: impl IntoAxis) -> Expr {
-        if self.is_invalid() {
-            return self.clone();
+        match self.reduced(op.name(), axis) {
+            Ok((axis, extent)) => Expr::new(
+                Node::Reduce(op, axis, self.clone()),
+                op.result_dtype(self.dtype),
+                extent,
+            ),
+            Err(invalid) => invalid,
         }
-        let axis = match axis.into_axis() {
-            Ok(a) => a,
-            Err(msg) => return Expr::invalid(msg),
+    }
+
+    /// A reduction that is a kernel of its own (see
+    /// [`outcore_kernels::reduce::kinds`]: `any`, `all`, `count_nonzero`,
+    /// `ptp`, ...) along `axis` (`0`, `1` or [`ReduceAxis::All`]). It
+    /// shares the pass of the other reductions over the same input.
+    pub fn reduce_kind(&self, kind: &'static dyn ReduceKind, axis: impl IntoAxis) -> Expr {
+        let (axis, extent) = match self.reduced(kind.name(), axis) {
+            Ok(r) => r,
+            Err(invalid) => return invalid,
         };
+        let dtype = match kind.result_dtype(self.dtype) {
+            Ok(d) => d,
+            Err(outcore_kernels::Error::Invalid(msg)) => return Expr::invalid(msg),
+            Err(e) => return Expr::invalid(e.to_string()),
+        };
+        let spec: Arc<dyn KernelSpec> = Arc::new(AxisKernel { kind, axis });
+        Expr::new(Node::Kernel(spec, self.clone()), dtype, extent)
+    }
+
+    /// The axis and extent of a reduction called `what` along `axis`, or
+    /// the invalid expression saying why there is none.
+    fn reduced(&self, what: &str, axis: impl IntoAxis) -> Result<(ReduceAxis, Extent), Expr> {
+        if self.is_invalid() {
+            return Err(self.clone());
+        }
+        let axis = axis.into_axis().map_err(Expr::invalid)?;
         let Extent::Full {
             rows,
             ref trailing,
             ndim,
         } = self.extent
         else {
-            return Expr::invalid(format!(
-                "{op} of an already reduced value ({self}) is not supported; \
+            return Err(Expr::invalid(format!(
+                "{what} of an already reduced value ({self}) is not supported; \
                  reduce the streamed array instead"
-            ));
+            )));
         };
         let extent = match axis {
             ReduceAxis::All => Extent::Scalar,
             ReduceAxis::Axis0 => {
                 if ndim == 0 {
-                    return Expr::invalid("axis 0 is out of bounds for a 0-d array".into());
+                    return Err(Expr::invalid(
+                        "axis 0 is out of bounds for a 0-d array".into(),
+                    ));
                 }
                 Extent::Row {
                     row_len: self.extent.row_len(),
@@ -629,13 +664,87 @@ impl Expr {
             }
             ReduceAxis::Axis1 => {
                 if ndim < 2 {
-                    return Expr::invalid(format!("axis 1 is out of bounds for a {ndim}-d array"));
+                    return Err(Expr::invalid(format!(
+                        "axis 1 is out of bounds for a {ndim}-d array"
+                    )));
                 }
                 Extent::Column { rows }
             }
         };
-        let dtype = op.result_dtype(self.dtype);
-        Expr::new(Node::Reduce(op, axis, self.clone()), dtype, extent)
+        Ok((axis, extent))
+    }
+
+    /// A user [`Aggregate`](crate::aggregate::Aggregate) as an expression:
+    /// it runs in the same pass as the other reductions over the same
+    /// input (cast to `T` first if its dtype differs), its state is
+    /// reserved in the budget like theirs, and its result — an array of
+    /// `A::Output`'s dtype and [`Aggregate::output_shape`](crate::aggregate::Aggregate::output_shape)
+    /// — can feed later expressions: a value of one per column (the
+    /// input's trailing shape) broadcasts along rows, one value
+    /// everywhere, any other shape combines with values of its shape.
+    pub fn aggregate<T, A>(&self, agg: A) -> Expr
+    where
+        T: DynElement,
+        A: crate::aggregate::Aggregate<T> + 'static,
+        A::Output: crate::aggregate::ArrayOutput,
+    {
+        use crate::aggregate::ArrayOutput;
+        let Extent::Full {
+            rows, ref trailing, ..
+        } = self.extent
+        else {
+            if self.is_invalid() {
+                return self.clone();
+            }
+            return Expr::invalid(format!(
+                "an aggregate needs an array streamed by rows, not a reduced value ({self})"
+            ));
+        };
+        let input = if self.dtype == T::DATA_TYPE {
+            self.clone()
+        } else {
+            self.cast(T::DATA_TYPE)
+        };
+        let row_len = self.extent.row_len();
+        let shape = crate::aggregate::Aggregate::output_shape(&agg, rows, row_len);
+        let extent = if shape.is_empty() {
+            Extent::Scalar
+        } else if Some(&shape) == trailing.as_ref() || (trailing.is_none() && shape == [1]) {
+            Extent::Row { row_len, shape }
+        } else {
+            Extent::Value { shape }
+        };
+        let spec = crate::aggregate::AggregateSpec::<T, A>::array(agg, rows, row_len);
+        Expr::new(
+            Node::Kernel(Arc::new(spec), input),
+            <A::Output as ArrayOutput>::DTYPE,
+            extent,
+        )
+    }
+
+    /// `np.any`: whether any value along `axis` is nonzero (bool; NaN is
+    /// true; false over nothing).
+    pub fn any(&self, axis: impl IntoAxis) -> Expr {
+        self.reduce_kind(&outcore_kernels::reduce::any::Any, axis)
+    }
+
+    /// `np.all`: whether every value along `axis` is nonzero (bool; NaN
+    /// is true; true over nothing).
+    pub fn all(&self, axis: impl IntoAxis) -> Expr {
+        self.reduce_kind(&outcore_kernels::reduce::all::All, axis)
+    }
+
+    /// `np.count_nonzero`: how many values along `axis` are nonzero
+    /// (int64; NaN counts, `-0.0` does not).
+    pub fn count_nonzero(&self, axis: impl IntoAxis) -> Expr {
+        self.reduce_kind(&outcore_kernels::reduce::count_nonzero::CountNonzero, axis)
+    }
+
+    /// `np.ptp`: `max − min` along `axis`, in the input dtype (integers
+    /// wrap as in NumPy; NaN if any NaN). Bool input is refused, as NumPy
+    /// refuses it; an empty axis is an error.
+    pub fn ptp(&self, axis: impl IntoAxis) -> Expr {
+        self.reduce_kind(&outcore_kernels::reduce::ptp::Ptp, axis)
     }
 
     /// Sorts every column along axis 0, as `np.sort(x, axis=0)` (NaN
@@ -649,10 +758,7 @@ impl Expr {
     /// signed integers give int64, unsigned uint64 (an error where NumPy
     /// would wrap), floats keep their type and NumPy's row-order rounding.
     pub fn cumsum(&self) -> Expr {
-        self.array_op(
-            ArrayOp::Cumsum,
-            crate::ops::cumsum::result_dtype(self.dtype),
-        )
+        self.array_op(ArrayOp::Cumsum, cumsum_dtype(self.dtype))
     }
 
     /// Materializes the values in a temporary spill file, so later passes
@@ -722,7 +828,7 @@ impl Expr {
         if like.is_invalid() {
             return like;
         }
-        let dtype = crate::ops::quantile::result_dtype(self.dtype);
+        let dtype = quantile_dtype(self.dtype);
         Expr::new(Node::Quantile(q, axis, self.clone()), dtype, like.extent)
     }
 
@@ -940,6 +1046,19 @@ fn broadcast(a: &Extent, b: &Extent) -> Result<Extent, String> {
     let full_len = |e: &Extent| e.row_len();
     Ok(match (a, b) {
         (Scalar, x) | (x, Scalar) => x.clone(),
+        (Value { shape: s1 }, Value { shape: s2 }) => {
+            if s1 != s2 {
+                return Err(format!("values of shapes {s1:?} and {s2:?} differ"));
+            }
+            a.clone()
+        }
+        (v @ Value { .. }, x) | (x, v @ Value { .. }) => {
+            return Err(format!(
+                "a value of shape {:?} cannot broadcast with shape {:?}",
+                v.shape(),
+                x.shape()
+            ));
+        }
         (Full { rows: r1, .. }, Full { rows: r2, .. }) => {
             if r1 != r2 || full_len(a) != full_len(b) {
                 return Err(format!("shapes {:?} and {:?} differ", a.shape(), b.shape()));

@@ -40,21 +40,31 @@
 //! ```
 #![deny(missing_docs)]
 
-pub use crate::engine::{Engine, EngineBuilder, Outputs, RunReport};
+pub use crate::engine::{Engine, EngineBuilder};
 pub use crate::error::{Error, Result};
+pub use crate::explain::{Explain, PassInfo};
 pub use crate::expr::{Expr, IntoAxis, IntoExpr};
-pub use crate::ops::quantile::{Quantile, QuantileMethod};
-pub use crate::plan::{Explain, PassInfo};
+pub use crate::ops::kind::{Quantile, QuantileMethod};
+pub use crate::outputs::Outputs;
+pub use crate::report::RunReport;
 pub use outcore_chunker::CancelToken;
 pub use outcore_kernels::{
-    AnyArray, AnyView, BinaryOp, DynElement, ReduceAxis, ReduceOp, Scalar, UnaryOp,
+    AnyArray, AnyView, BinaryOp, DynElement, ReduceAxis, ReduceKind, ReduceOp, Scalar, UnaryOp,
 };
 
 pub mod aggregate;
+mod compile;
 mod engine;
 mod error;
+mod execute;
+mod explain;
 mod expr;
+mod kernel;
 mod lower;
 mod ops;
-mod plan;
+mod outputs;
+mod pass;
+mod report;
+mod runtime;
+mod sizing;
 mod stream;

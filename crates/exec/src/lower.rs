@@ -1,45 +1,149 @@
-//! Lowering: before the ordinary passes of a computation run, its
-//! whole-array operators (sort, cumsum, persist) and quantiles are
-//! computed, and the expression graph is rewritten so that what remains
-//! streams row blocks from sources — original files, or spill files
-//! holding the operators' results — with quantiles as known values.
+//! Lowering: from the requested expressions to the run's steps, as data.
 //!
-//! An operator's argument that is not a plain source is itself spilled
-//! first (one pass), since the operators read their input several times
-//! or out of row order. A sort or cumsum that is the output of
-//! [`Engine::write_npy`](crate::Engine::write_npy) goes straight into the
-//! output file.
+//! Whole-array operators (sort, cumsum, persist) and quantiles cannot
+//! stream row by row, so they become steps of their own that read an
+//! array from a file: a source, or an intermediate that an earlier pass
+//! spills to a slot (an unnamed spill file). The graph is rewritten so
+//! that what remains streams row blocks from sources and slots, with
+//! quantiles as values known by then; it is split into passes, each
+//! reduction in the pass after those it depends on.
+//!
+//! Nothing runs here: [`Plan`] is what `run` executes
+//! (`execute.rs`) and what `explain` describes (`explain.rs`), step by
+//! step, so the two cannot disagree.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
-use outcore_chunker::{ArrayFile, ArrayWriter, OutputSpec};
-
-use crate::engine::{Engine, RunReport, Target};
-use crate::error::{Error, Result};
-use crate::expr::{ArrayOp, Expr, Node};
-use crate::ops::quantile::Quantile;
-use crate::ops::{RowSink, Spilled};
-use crate::plan::{NodeId, id};
-use outcore_kernels::AnyArray;
+use outcore_chunker::DType;
 use outcore_kernels::ReduceAxis;
 
-/// The state of lowering one computation.
-pub(crate) struct Lowered {
-    memo: HashMap<NodeId, Expr>,
-    values: HashMap<NodeId, AnyArray>,
-    /// Quantile nodes by (argument, axis): computed together.
-    groups: HashMap<(NodeId, ReduceAxis), Vec<(NodeId, Quantile)>>,
-    /// Spill files behind rewritten sources, alive until the run ends.
-    spills: Vec<Spilled>,
-    /// Intermediates already spilled, by node.
-    sources: HashMap<NodeId, Arc<ArrayFile>>,
+use crate::compile::{NodeId, PassRequest, id, pass_requests};
+use crate::error::Result;
+use crate::expr::{Expr, Extent, Node};
+use crate::ops::kind::{ArrayOp, Quantile};
+
+/// A slot: a spill file an earlier step fills with an array.
+pub(crate) type SlotId = usize;
+
+/// Where a pass's streamed output goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StoreTo {
+    /// Returned in memory.
+    Collect,
+    /// The run's output file.
+    Output,
+    /// A slot.
+    Slot(SlotId),
 }
 
-impl Lowered {
+/// One step of a run.
+pub(crate) enum Step {
+    /// A streaming pass: its reductions, and its streamed outputs, each
+    /// going where `to` says.
+    Pass { req: PassRequest, to: Vec<StoreTo> },
+    /// `sort` or `cumsum` of an array in a file (a source or a slot) into
+    /// a slot or the output.
+    Op {
+        op: ArrayOp,
+        input: Expr,
+        to: StoreTo,
+    },
+    /// Exact quantiles of an array in a file along `axis`: the values of
+    /// the quantile nodes `nodes` (one per kind).
+    Quantiles {
+        input: Expr,
+        axis: ReduceAxis,
+        kinds: Vec<Quantile>,
+        nodes: Vec<NodeId>,
+    },
+}
+
+/// A run, as data: its steps in order, and the requested expressions
+/// rewritten over sources, slots and known values.
+pub(crate) struct Plan {
+    pub(crate) steps: Vec<Step>,
+    pub(crate) outputs: Vec<Expr>,
+    /// The dtype and shape of each slot's array.
+    pub(crate) slots: Vec<(DType, Vec<u64>)>,
+}
+
+/// What a run is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Goal {
+    /// Values returned in memory.
+    Collect,
+    /// One streamed expression written to the output (a lone sort or
+    /// cumsum straight into it).
+    Write,
+    /// Described, not run: streamed expressions are sized as written.
+    Explain,
+}
+
+impl Plan {
+    /// The steps of computing `exprs` for `goal`.
+    ///
+    /// # Errors
+    ///
+    /// Construction errors recorded in the expressions; with
+    /// [`Goal::Write`], an expression that is not streamed.
+    pub(crate) fn new(exprs: &[Expr], goal: Goal) -> Result<Plan> {
+        for e in exprs {
+            e.check()?;
+        }
+        let mut l = Lowering::new(exprs);
+        // A lone sort or cumsum that is written goes straight into the
+        // output: no spilled copy, no pass.
+        if goal != Goal::Collect
+            && let [e] = exprs
+            && let Node::Op(op @ (ArrayOp::Sort | ArrayOp::Cumsum), a) = &*e.node
+        {
+            let a = l.lower(a)?;
+            let input = l.in_file(&a)?;
+            l.steps.push(Step::Op {
+                op: *op,
+                input,
+                to: StoreTo::Output,
+            });
+            return Ok(Plan {
+                steps: l.steps,
+                outputs: Vec::new(),
+                slots: l.slots,
+            });
+        }
+        let outputs = exprs
+            .iter()
+            .map(|e| l.lower(e))
+            .collect::<Result<Vec<Expr>>>()?;
+        let to = match goal {
+            Goal::Collect => StoreTo::Collect,
+            Goal::Write | Goal::Explain => StoreTo::Output,
+        };
+        l.passes(&outputs, goal == Goal::Write, to)?;
+        Ok(Plan {
+            steps: l.steps,
+            outputs,
+            slots: l.slots,
+        })
+    }
+}
+
+/// The state of lowering one computation.
+struct Lowering {
+    memo: HashMap<NodeId, Expr>,
+    /// Quantile nodes by (argument, axis): computed together.
+    groups: HashMap<(NodeId, ReduceAxis), Vec<(NodeId, Quantile)>>,
+    /// Quantile groups already given a step.
+    quantiles: HashSet<(NodeId, ReduceAxis)>,
+    /// Intermediates already spilled, by (lowered) node.
+    spilled: HashMap<NodeId, Expr>,
+    steps: Vec<Step>,
+    slots: Vec<(DType, Vec<u64>)>,
+}
+
+impl Lowering {
     /// Finds the quantiles of `exprs`, grouped by argument and axis.
-    pub(crate) fn new(exprs: &[Expr]) -> Lowered {
+    fn new(exprs: &[Expr]) -> Lowering {
         let mut groups: HashMap<(NodeId, ReduceAxis), Vec<(NodeId, Quantile)>> = HashMap::new();
         let mut seen = HashSet::new();
         let mut stack: Vec<&Expr> = exprs.iter().collect();
@@ -52,18 +156,102 @@ impl Lowered {
             }
             stack.extend(e.children());
         }
-        Lowered {
+        Lowering {
             memo: HashMap::new(),
-            values: HashMap::new(),
             groups,
-            spills: Vec::new(),
-            sources: HashMap::new(),
+            quantiles: HashSet::new(),
+            spilled: HashMap::new(),
+            steps: Vec::new(),
+            slots: Vec::new(),
         }
     }
 
-    /// The quantile values computed, by node.
-    pub(crate) fn take_values(&mut self) -> HashMap<NodeId, AnyArray> {
-        std::mem::take(&mut self.values)
+    /// A new slot for an array like `e`, as a node reading it.
+    fn slot(&mut self, e: &Expr) -> Expr {
+        self.slots.push((e.dtype, e.extent.shape()));
+        Expr::new(Node::Slot(self.slots.len() - 1), e.dtype, e.extent.clone())
+    }
+
+    /// Rewrites `e` without whole-array operators or quantiles, adding
+    /// the steps that compute them.
+    fn lower(&mut self, e: &Expr) -> Result<Expr> {
+        if let Some(x) = self.memo.get(&id(e)) {
+            return Ok(x.clone());
+        }
+        let out = match &*e.node {
+            Node::Op(ArrayOp::Persist, a) => {
+                let a = self.lower(a)?;
+                self.in_file(&a)?
+            }
+            Node::Op(op, a) => {
+                let a = self.lower(a)?;
+                let input = self.in_file(&a)?;
+                let out = self.slot(e);
+                let Node::Slot(k) = &*out.node else {
+                    unreachable!("slot() makes slot nodes")
+                };
+                self.steps.push(Step::Op {
+                    op: *op,
+                    input,
+                    to: StoreTo::Slot(*k),
+                });
+                out
+            }
+            Node::Quantile(_, axis, a) => {
+                if self.quantiles.insert((id(a), *axis)) {
+                    let group = self
+                        .groups
+                        .get(&(id(a), *axis))
+                        .cloned()
+                        .unwrap_or_default();
+                    let a = self.lower(a)?;
+                    let input = self.in_file(&a)?;
+                    self.steps.push(Step::Quantiles {
+                        input,
+                        axis: *axis,
+                        kinds: group.iter().map(|g| g.1).collect(),
+                        nodes: group.iter().map(|g| g.0).collect(),
+                    });
+                }
+                // Its value is known by the passes; the node stays as its key.
+                e.clone()
+            }
+            _ => rebuild(e, |c| self.lower(c))?,
+        };
+        self.memo.insert(id(e), out.clone());
+        Ok(out)
+    }
+
+    /// The array `e` (lowered, streamed) in a file: a source or slot as
+    /// it is, anything else spilled to a new slot by its passes.
+    fn in_file(&mut self, e: &Expr) -> Result<Expr> {
+        if matches!(&*e.node, Node::Source(_) | Node::Slot(_)) {
+            return Ok(e.clone());
+        }
+        if let Some(s) = self.spilled.get(&id(e)) {
+            return Ok(s.clone());
+        }
+        let slot = self.slot(e);
+        let Node::Slot(k) = &*slot.node else {
+            unreachable!("slot() makes slot nodes")
+        };
+        let k = *k;
+        self.passes(std::slice::from_ref(e), true, StoreTo::Slot(k))?;
+        self.spilled.insert(id(e), slot.clone());
+        Ok(slot)
+    }
+
+    /// The passes computing `exprs` (lowered), their streamed outputs
+    /// going to `to`.
+    fn passes(&mut self, exprs: &[Expr], write: bool, to: StoreTo) -> Result<()> {
+        for req in pass_requests(exprs, write)? {
+            let n = req.stores.len();
+            self.steps.push(Step::Pass {
+                req,
+                to: vec![to; n],
+            });
+        }
+        Ok(())
     }
 }
 
@@ -73,6 +261,7 @@ fn rebuild(e: &Expr, mut f: impl FnMut(&Expr) -> Result<Expr>) -> Result<Expr> {
     let same = |a: &Expr, b: &Expr| Arc::ptr_eq(&a.node, &b.node);
     let node = match &*e.node {
         Node::Source(_)
+        | Node::Slot(_)
         | Node::Const { .. }
         | Node::Invalid(_)
         | Node::Op(..)
@@ -97,6 +286,13 @@ fn rebuild(e: &Expr, mut f: impl FnMut(&Expr) -> Result<Expr>) -> Result<Expr> {
                 return Ok(e.clone());
             }
             Node::Reduce(*op, *axis, a2)
+        }
+        Node::Kernel(spec, a) => {
+            let a2 = f(a)?;
+            if same(a, &a2) {
+                return Ok(e.clone());
+            }
+            Node::Kernel(spec.clone(), a2)
         }
         Node::MapBlocks {
             input,
@@ -133,333 +329,15 @@ fn rebuild(e: &Expr, mut f: impl FnMut(&Expr) -> Result<Expr>) -> Result<Expr> {
     Ok(Expr::new(node, e.dtype, e.extent.clone()))
 }
 
-/// Lowering for `explain`: nothing runs. Operators are described in
-/// `steps` and stand in the plan as their (lowered) argument, which is
-/// read like their spilled result would be; quantiles get placeholder
-/// values of their shape.
-pub(crate) struct ExplainLowered {
-    memo: HashMap<NodeId, Expr>,
-    pub(crate) values: HashMap<NodeId, AnyArray>,
-    pub(crate) steps: Vec<String>,
-    described: HashSet<(NodeId, ReduceAxis)>,
-    groups: HashMap<(NodeId, ReduceAxis), Vec<(NodeId, Quantile)>>,
-}
-
-impl ExplainLowered {
-    pub(crate) fn new(exprs: &[Expr]) -> ExplainLowered {
-        ExplainLowered {
-            memo: HashMap::new(),
-            values: HashMap::new(),
-            steps: Vec::new(),
-            described: HashSet::new(),
-            groups: Lowered::new(exprs).groups,
-        }
-    }
-}
-
-impl RunReport {
-    /// Adds what a nested run (spilling an intermediate) did.
-    fn absorb(&mut self, sub: &RunReport) {
-        self.passes += sub.passes;
-        self.blocks += sub.blocks;
-        self.bytes_read += sub.bytes_read;
-        self.bytes_written += sub.bytes_written;
-        self.bytes_spilled += sub.bytes_spilled;
-        self.note_reservations(&sub.reserved_by_consumer);
-        self.peak_reserved = self.peak_reserved.max(sub.peak_reserved);
-    }
-}
-
-impl Engine {
-    /// Rewrites `e` without whole-array operators or quantiles, running
-    /// them as needed.
-    pub(crate) fn lower(&self, e: &Expr, cx: &mut Lowered, report: &mut RunReport) -> Result<Expr> {
-        if let Some(x) = cx.memo.get(&id(e)) {
-            return Ok(x.clone());
-        }
-        let out = match &*e.node {
-            Node::Op(op, a) => {
-                let a2 = self.lower(a, cx, report)?;
-                self.materialize(*op, e, &a2, cx, report)?
-            }
-            Node::Quantile(_, axis, a) => {
-                if !cx.values.contains_key(&id(e)) {
-                    let a2 = self.lower(a, cx, report)?;
-                    let group = cx.groups.get(&(id(a), *axis)).cloned().unwrap_or_default();
-                    let kinds: Vec<Quantile> = group.iter().map(|g| g.1).collect();
-                    let src = self.array_source(&a2, cx, report)?;
-                    let results = crate::ops::quantile::compute(self, &src, *axis, &kinds, report)?;
-                    for ((node, _), value) in group.iter().zip(results) {
-                        cx.values.insert(*node, value);
-                    }
-                }
-                // The value is known now; the node stays as its key.
-                e.clone()
-            }
-            _ => rebuild(e, |c| self.lower(c, cx, report))?,
-        };
-        cx.memo.insert(id(e), out.clone());
-        Ok(out)
-    }
-
-    /// Plans every sort and quantile of `exprs` before anything runs, so
-    /// that a limit too small for one of them is refused before anything
-    /// is read ([`Error::LimitTooSmall`] naming the largest of their
-    /// smallest limits), rather than after the operators before it ran.
-    pub(crate) fn plan_ops(&self, exprs: &[Expr]) -> Result<()> {
-        let groups = Lowered::new(exprs).groups;
-        let mut seen = HashSet::new();
-        let mut planned = HashSet::new();
-        let mut stack: Vec<&Expr> = exprs.iter().collect();
-        let mut worst: Option<Error> = None;
-        while let Some(e) = stack.pop() {
-            if !seen.insert(id(e)) {
-                continue;
-            }
-            stack.extend(e.children());
-            let planned_op = match &*e.node {
-                Node::Op(ArrayOp::Sort, a) => {
-                    let shape = a.extent.shape();
-                    if shape.iter().product::<u64>() == 0 {
-                        continue;
-                    }
-                    crate::ops::sort::plan(
-                        self,
-                        a.extent.rows(),
-                        a.extent.row_len(),
-                        a.dtype.itemsize(),
-                        false,
-                    )
-                    .map(|_| ())
-                }
-                Node::Quantile(_, axis, a) if planned.insert((id(a), *axis)) => {
-                    let kinds: Vec<Quantile> = groups
-                        .get(&(id(a), *axis))
-                        .map(|g| g.iter().map(|(_, q)| *q).collect())
-                        .unwrap_or_default();
-                    crate::ops::quantile::plan_for(self, a.dtype, &a.extent.shape(), *axis, &kinds)
-                        .map(|_| ())
-                }
-                _ => continue,
-            };
-            match planned_op {
-                Ok(()) => {}
-                Err(Error::LimitTooSmall { minimum, .. }) if matches!(&worst, Some(Error::LimitTooSmall { minimum: w, .. }) if *w >= minimum) =>
-                    {}
-                Err(err @ Error::LimitTooSmall { .. }) => worst = Some(err),
-                Err(err) => return Err(err),
-            }
-        }
-        match worst {
-            Some(err) => Err(err),
-            None => Ok(()),
-        }
-    }
-
-    /// As [`Engine::lower`], for `explain`: describes instead of running.
-    pub(crate) fn explain_lower(&self, e: &Expr, cx: &mut ExplainLowered) -> Result<Expr> {
-        use outcore_spill::format_bytes as fb;
-        if let Some(x) = cx.memo.get(&id(e)) {
-            return Ok(x.clone());
-        }
-        let spill_note = |a: &Expr| {
-            if matches!(&*a.node, Node::Source(_)) {
-                String::new()
-            } else {
-                let bytes = a.extent.shape().iter().product::<u64>() * a.dtype.itemsize() as u64;
-                format!(" (its input is spilled first: {})", fb(bytes))
-            }
-        };
-        let out = match &*e.node {
-            Node::Op(op, a) => {
-                let a2 = self.explain_lower(a, cx)?;
-                let bytes = e.extent.shape().iter().product::<u64>() * e.dtype.itemsize() as u64;
-                let step = match op {
-                    ArrayOp::Sort => {
-                        let rows = a.extent.rows();
-                        let p = crate::ops::sort::plan(
-                            self,
-                            rows,
-                            a.extent.row_len(),
-                            a.dtype.itemsize(),
-                            false,
-                        )?;
-                        format!(
-                            "sort {a}: {} sorted run{} of {} rows, {} merge level{} of fan-in {} \
-                             ({} windows), then rows written back; spill up to 2 × {}{}",
-                            p.runs,
-                            if p.runs == 1 { "" } else { "s" },
-                            p.run_rows,
-                            p.levels,
-                            if p.levels == 1 { "" } else { "s" },
-                            p.fan_in,
-                            fb(p.window_bytes),
-                            fb(bytes),
-                            spill_note(a),
-                        )
-                    }
-                    ArrayOp::Cumsum => format!(
-                        "cumsum {a}: one pass in row order with a carry of {} values{}",
-                        a.extent.row_len(),
-                        spill_note(a)
-                    ),
-                    ArrayOp::Persist => format!("persist {a}: spilled once ({})", fb(bytes)),
-                };
-                cx.steps.push(step);
-                if a2.dtype == e.dtype {
-                    a2
-                } else {
-                    a2.cast(e.dtype)
-                }
-            }
-            Node::Quantile(_, axis, a) => {
-                self.explain_lower(a, cx)?;
-                cx.values.insert(id(e), crate::engine::placeholder(e));
-                if cx.described.insert((id(a), *axis)) {
-                    let group: Vec<Quantile> = cx
-                        .groups
-                        .get(&(id(a), *axis))
-                        .map(|g| g.iter().map(|(_, q)| *q).collect())
-                        .unwrap_or_default();
-                    let kinds: Vec<String> = group
-                        .iter()
-                        .map(|q| match q {
-                            Quantile::Median => "median".to_string(),
-                            Quantile::Linear(q) => format!("quantile {q}"),
-                        })
-                        .collect();
-                    let method = crate::ops::quantile::plan_for(
-                        self,
-                        a.dtype,
-                        &a.extent.shape(),
-                        *axis,
-                        &group,
-                    )?;
-                    cx.steps.push(format!(
-                        "{} of {a}{}: exact, {}{}",
-                        kinds.join(", "),
-                        match axis {
-                            ReduceAxis::Axis0 => " along axis 0",
-                            _ => "",
-                        },
-                        match method {
-                            Some(crate::ops::quantile::Method::Sort) => {
-                                "by the external sort (radix selection's per-column state \
-                                 cannot fit), ranks read from the sorted columns"
-                            }
-                            _ => {
-                                "by radix selection (a min/max pass, histogram passes, a \
-                                 collection pass)"
-                            }
-                        },
-                        spill_note(a),
-                    ));
-                }
-                e.clone()
-            }
-            _ => rebuild(e, |c| self.explain_lower(c, cx))?,
-        };
-        cx.memo.insert(id(e), out.clone());
-        Ok(out)
-    }
-
-    /// Runs a whole-array operator over `arg` (already lowered) into a
-    /// spill file and returns a source reading it.
-    fn materialize(
-        &self,
-        op: ArrayOp,
-        e: &Expr,
-        arg: &Expr,
-        cx: &mut Lowered,
-        report: &mut RunReport,
-    ) -> Result<Expr> {
-        if op == ArrayOp::Persist {
-            // A source is on disk already.
-            if matches!(&*arg.node, Node::Source(_)) {
-                return Ok(arg.clone());
-            }
-            let src = self.array_source(arg, cx, report)?;
-            return Ok(Expr::source(src));
-        }
-        let src = self.array_source(arg, cx, report)?;
-        let shape = e.extent.shape();
-        let bytes = shape.iter().product::<u64>() * e.dtype.itemsize() as u64;
-        let file = self.spill().create(bytes)?;
-        {
-            let sink = RowSink::Spill(&file);
-            self.run_op(op, &src, &sink, report)?;
-        }
-        let spilled = Spilled::new(file, e.dtype, shape)?;
-        let array = spilled.array.clone();
-        cx.spills.push(spilled);
-        Ok(Expr::source(array))
-    }
-
-    fn run_op(
-        &self,
-        op: ArrayOp,
-        src: &ArrayFile,
-        sink: &RowSink<'_>,
-        report: &mut RunReport,
-    ) -> Result<()> {
-        match op {
-            ArrayOp::Sort => crate::ops::sort::sort_any(self, src, sink, report),
-            ArrayOp::Cumsum => crate::ops::cumsum::cumsum_into(self, src, sink, report),
-            ArrayOp::Persist => Err(Error::Invalid(
-                "internal: persist is not an operator to run".into(),
-            )),
-        }
-    }
-
-    /// The array `e` (lowered, streamed) as a file: a source as it is,
-    /// anything else spilled by one pass.
-    fn array_source(
-        &self,
-        e: &Expr,
-        cx: &mut Lowered,
-        report: &mut RunReport,
-    ) -> Result<Arc<ArrayFile>> {
-        if let Node::Source(f) = &*e.node {
-            return Ok(f.clone());
-        }
-        if let Some(a) = cx.sources.get(&id(e)) {
-            return Ok(a.clone());
-        }
-        let shape = e.extent.shape();
-        let bytes = shape.iter().product::<u64>() * e.dtype.itemsize() as u64;
-        let file = Arc::new(self.spill().create(bytes)?);
-        let sub = self.run(std::slice::from_ref(e), Target::Spill(file.clone()))?;
-        report.absorb(&sub.report);
-        let file = Arc::try_unwrap(file)
-            .map_err(|_| Error::Invalid("internal: spill file still shared".into()))?;
-        let spilled = Spilled::new(file, e.dtype, shape)?;
-        let array = spilled.array.clone();
-        cx.spills.push(spilled);
-        cx.sources.insert(id(e), array.clone());
-        Ok(array)
-    }
-
-    /// A sort or cumsum written to `path`: straight into the output, no
-    /// spilled copy. `None` when `exprs` is anything else.
-    pub(crate) fn write_op(
-        &self,
-        exprs: &[Expr],
-        path: &Path,
-        spec: &OutputSpec,
-        cx: &mut Lowered,
-        report: &mut RunReport,
-    ) -> Result<Option<AnyArray>> {
-        let [e] = exprs else { return Ok(None) };
-        let Node::Op(op @ (ArrayOp::Sort | ArrayOp::Cumsum), a) = &*e.node else {
-            return Ok(None);
-        };
-        let a = self.lower(a, cx, report)?;
-        let src = self.array_source(&a, cx, report)?;
-        let writer = ArrayWriter::create(path, spec.clone())?;
-        self.run_op(*op, &src, &RowSink::Writer(&writer), report)?;
-        // Cancelled after the last block: still no output.
-        self.check_cancel("output rows", report.blocks, report.blocks)?;
-        writer.finish()?;
-        Ok(Some(AnyArray::scalar(0u8)))
-    }
+/// A value of the right dtype and shape for a reduction or quantile not
+/// yet computed, whose pages are never written: sizing a plan with a row
+/// of millions of them takes no memory.
+pub(crate) fn placeholder(e: &Expr) -> outcore_kernels::AnyArray {
+    let shape: Vec<usize> = match &e.extent {
+        Extent::Row { row_len, .. } => vec![*row_len],
+        Extent::Column { rows } => vec![*rows as usize],
+        Extent::Value { .. } => vec![e.extent.row_len()],
+        Extent::Scalar | Extent::Full { .. } => vec![],
+    };
+    outcore_kernels::cast::zeroed(e.dtype, &shape)
 }

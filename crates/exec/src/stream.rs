@@ -190,3 +190,8 @@ pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         "unknown panic payload".to_string()
     }
 }
+
+/// Runs user code, turning a panic into [`Error::Panic`].
+pub(crate) fn catch_user<R>(f: impl FnOnce() -> R) -> Result<R> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| Error::Panic(panic_message(&p)))
+}

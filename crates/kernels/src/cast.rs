@@ -2,12 +2,12 @@
 //! the casts of results (NumPy's `astype`), reshapes, and zeroed
 //! stand-ins used while a plan is sized.
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayView2, IxDyn};
 use outcore_chunker::{DType, with_dtype};
 
 use crate::error::{Error, Result};
 use crate::eval::{Buf, Lane, LaneCast, lane_of, store_bytes};
-use crate::value::AnyArray;
+use crate::value::{AnyArray, AnyView};
 
 /// An array of `dtype` and `shape` of zeros whose pages are never written
 /// (see [`zeroed_like`]).
@@ -155,4 +155,38 @@ pub fn truncate(b: &Buf, n: usize) -> Buf {
         Buf::U64(v) => Buf::U64(v[..n].to_vec()),
         Buf::Bool(v) => Buf::Bool(v[..n].to_vec()),
     }
+}
+
+/// Native-order bytes of `rows × cols` values of `dtype` as a view.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] when the byte count or alignment does not fit the
+/// dtype, or a bool byte is neither 0 nor 1.
+pub fn bytes_view(bytes: &[u8], dtype: DType, rows: usize, cols: usize) -> Result<AnyView<'_>> {
+    let bad = |what: String| Error::Invalid(format!("internal: a {dtype} view of bytes: {what}"));
+    macro_rules! pod {
+        ($t:ty) => {{
+            let v: &[$t] = bytemuck::try_cast_slice(bytes).map_err(|e| bad(e.to_string()))?;
+            AnyView::from(ArrayView2::from_shape((rows, cols), v).map_err(|e| bad(e.to_string()))?)
+        }};
+    }
+    Ok(match dtype {
+        DType::Bool => {
+            let v: &[bool] =
+                bytemuck::checked::try_cast_slice(bytes).map_err(|e| bad(e.to_string()))?;
+            AnyView::from(ArrayView2::from_shape((rows, cols), v).map_err(|e| bad(e.to_string()))?)
+        }
+        DType::I8 => pod!(i8),
+        DType::I16 => pod!(i16),
+        DType::I32 => pod!(i32),
+        DType::I64 => pod!(i64),
+        DType::U8 => pod!(u8),
+        DType::U16 => pod!(u16),
+        DType::U32 => pod!(u32),
+        DType::U64 => pod!(u64),
+        DType::F16 => pod!(half::f16),
+        DType::F32 => pod!(f32),
+        DType::F64 => pod!(f64),
+    })
 }

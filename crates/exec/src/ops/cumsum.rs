@@ -19,17 +19,9 @@ use outcore_chunker::{ArrayFile, DType, Element};
 use outcore_spill::Consumer;
 
 use super::{RowSink, reserve_slots, stream_file, too_small};
-use crate::engine::{Engine, RunReport};
 use crate::error::{Error, Result};
-
-/// NumPy's result dtype of `np.cumsum` for an input dtype.
-pub(crate) fn result_dtype(dtype: DType) -> DType {
-    match dtype {
-        DType::Bool | DType::I8 | DType::I16 | DType::I32 | DType::I64 => DType::I64,
-        DType::U8 | DType::U16 | DType::U32 | DType::U64 => DType::U64,
-        d => d,
-    }
-}
+use crate::report::RunReport;
+use crate::runtime::Runtime;
 
 /// An accumulator type of `np.cumsum`.
 trait Acc: Element + bytemuck::Pod + Default {
@@ -118,14 +110,14 @@ impl Widen<f64> for f64 {
 
 /// Writes the cumulative sum of `src` along axis 0 to `sink`.
 pub(crate) fn cumsum_into(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     sink: &RowSink<'_>,
     report: &mut RunReport,
 ) -> Result<()> {
     macro_rules! go {
         ($t:ty => $a:ty) => {
-            run::<$t, $a>(engine, src, sink, report)
+            run::<$t, $a>(rt, src, sink, report)
         };
     }
     match src.meta().dtype {
@@ -145,7 +137,7 @@ pub(crate) fn cumsum_into(
 }
 
 fn run<T: Element + Widen<A>, A: Acc>(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     sink: &RowSink<'_>,
     report: &mut RunReport,
@@ -157,10 +149,10 @@ fn run<T: Element + Widen<A>, A: Acc>(
     }
     let in_row = (row_len * std::mem::size_of::<T>()) as u64;
     let out_row = (row_len * std::mem::size_of::<A>()) as u64;
-    let limit = engine.budget().limit();
+    let limit = rt.budget().limit();
     let carry_bytes = out_row;
     let per_row = in_row + out_row;
-    let threads = engine.threads().max(1);
+    let threads = rt.threads().max(1);
     let mut slots = 2 * threads;
     let avail = limit.saturating_sub(carry_bytes);
     let fit = |slots: usize| avail / (slots as u64 * per_row);
@@ -171,17 +163,15 @@ fn run<T: Element + Widen<A>, A: Acc>(
     }
     if block_rows == 0 {
         return Err(too_small(
-            engine,
+            rt,
             per_row,
             per_row + carry_bytes,
             "cumsum: one row read, one row of sums, and the running totals",
         ));
     }
-    let block_rows = block_rows
-        .min((engine.block_bytes() / in_row).max(1))
-        .min(rows);
+    let block_rows = block_rows.min((rt.block_bytes() / in_row).max(1)).min(rows);
     let (_fixed, slot_res) = reserve_slots(
-        engine,
+        rt,
         &[(Consumer::State, carry_bytes)],
         &[
             (Consumer::Reader, block_rows * in_row),
@@ -197,7 +187,7 @@ fn run<T: Element + Widen<A>, A: Acc>(
     let mut carry: Vec<A> = vec![A::default(); row_len];
     let mut blocks = 0;
     let read = stream_file(
-        engine,
+        rt,
         "blocks of a cumsum",
         src,
         block_rows,

@@ -2,12 +2,13 @@
 //! exact quantiles, cumulative sums, and spilling an intermediate.
 //!
 //! They run before the ordinary passes of a computation (see
-//! `Engine::lower`): each reads an [`ArrayFile`] — a source, or an
+//! `lower`): each reads an [`ArrayFile`] — a source, or an
 //! intermediate first spilled to an unnamed temporary file — and leaves
 //! its result either in a spill file (read back as an ordinary row-block
 //! source), in the final output, or, for quantiles, in memory.
 
 pub(crate) mod cumsum;
+pub(crate) mod kind;
 pub(crate) mod quantile;
 pub(crate) mod sort;
 
@@ -19,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use outcore_chunker::{ArrayFile, ArrayWriter, Block, BlockBuffer, DType};
 use outcore_spill::{Consumer, Reservation, SpillFile};
 
-use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::runtime::{Runtime, Sizing};
 
 /// A page: mapped windows are charged their size plus a page on each side.
 pub(crate) const PAGE: u64 = 4096;
@@ -88,7 +89,7 @@ impl FileSlot {
 /// bytes read. Stops between blocks when the engine is cancelled
 /// ([`Error::Cancelled`] naming `stage`).
 pub(crate) fn stream_file<P: Send>(
-    engine: &Engine,
+    rt: &Runtime,
     stage: &'static str,
     src: &ArrayFile,
     block_rows: u64,
@@ -112,8 +113,8 @@ pub(crate) fn stream_file<P: Send>(
         Ok(((rows, out), slot))
     };
     crate::stream::run(
-        engine.pool(),
-        engine.cancel_token(),
+        rt.pool(),
+        rt.cancel_token(),
         stage,
         plan.len(),
         slots,
@@ -128,12 +129,12 @@ pub(crate) fn stream_file<P: Send>(
 /// waiting until engines sharing the budget release enough, never holding
 /// a part while waiting).
 pub(crate) fn reserve_slots(
-    engine: &Engine,
+    rt: &Runtime,
     fixed: &[(Consumer, u64)],
     parts: &[(Consumer, u64)],
     slots: usize,
 ) -> Result<(Vec<Reservation>, Vec<FileSlot>)> {
-    let sizing = crate::engine::Sizing {
+    let sizing = Sizing {
         block_rows: 0,
         slots,
         fixed: fixed.to_vec(),
@@ -141,14 +142,14 @@ pub(crate) fn reserve_slots(
         block_bytes: 0,
         minimum: 0,
     };
-    let (fixed, slots) = engine.reserve(&sizing)?;
+    let (fixed, slots) = rt.reserve(&sizing)?;
     Ok((fixed, slots.into_iter().map(FileSlot::new).collect()))
 }
 
 /// The error for a limit that cannot hold an operator's smallest unit.
-pub(crate) fn too_small(engine: &Engine, row_bytes: u64, minimum: u64, what: &str) -> Error {
+pub(crate) fn too_small(rt: &Runtime, row_bytes: u64, minimum: u64, what: &str) -> Error {
     Error::LimitTooSmall {
-        limit: engine.budget().limit(),
+        limit: rt.budget().limit(),
         row_bytes,
         minimum,
         detail: what.to_string(),

@@ -44,52 +44,28 @@ use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::{ArrayFile, DType};
 use outcore_spill::Consumer;
 
+use super::kind::{Quantile, QuantileMethod, quantile_dtype};
 use super::{PAGE, reserve_slots, stream_file};
-use crate::engine::{Engine, RunReport};
 use crate::error::{Error, Result};
+use crate::report::RunReport;
+use crate::runtime::Runtime;
 use outcore_kernels::ReduceAxis;
 use outcore_kernels::key::SortKey;
 use outcore_kernels::{AnyArray, DynElement};
 
-/// A quantile to compute.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Quantile {
-    /// `np.median`: the middle value, or the mean of the two middle values.
-    Median,
-    /// `np.quantile(x, q)` with linear interpolation, `0 <= q <= 1`.
-    Linear(f64),
-}
-
-impl Quantile {
-    /// The ranks this quantile reads, for `n` values.
-    fn ranks(self, n: u64) -> Vec<u64> {
-        if n == 0 {
-            return Vec::new();
-        }
-        match self {
-            Quantile::Median if n % 2 == 1 => vec![n / 2],
-            Quantile::Median => vec![n / 2 - 1, n / 2],
-            Quantile::Linear(q) => {
-                let (lo, hi, _) = linear_index(n, q);
-                vec![lo, hi]
-            }
+/// The ranks quantile `q` reads, for `n` values.
+fn ranks(q: Quantile, n: u64) -> Vec<u64> {
+    if n == 0 {
+        return Vec::new();
+    }
+    match q {
+        Quantile::Median if n % 2 == 1 => vec![n / 2],
+        Quantile::Median => vec![n / 2 - 1, n / 2],
+        Quantile::Linear(q) => {
+            let (lo, hi, _) = linear_index(n, q);
+            vec![lo, hi]
         }
     }
-}
-
-/// How quantiles are found (see [`crate::EngineBuilder::quantile_method`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum QuantileMethod {
-    /// Radix selection, unless its worst case (an interval per column and
-    /// rank) cannot fit the budget; then the external sort.
-    #[default]
-    Auto,
-    /// Always radix selection ([`Error::LimitTooSmall`] before anything is
-    /// read if its worst case cannot fit).
-    Select,
-    /// Always the external sort.
-    Sort,
 }
 
 /// NumPy's indexes for linear interpolation: the ranks below and above the
@@ -104,14 +80,6 @@ fn linear_index(n: u64, q: f64) -> (u64, u64, f64) {
     } else {
         let prev = v.floor();
         (prev as u64, prev as u64 + 1, v - prev)
-    }
-}
-
-/// The result dtype of a quantile or median of `dtype`, as NumPy.
-pub(crate) fn result_dtype(dtype: DType) -> DType {
-    match dtype {
-        DType::F16 | DType::F32 | DType::F64 => dtype,
-        _ => DType::F64,
     }
 }
 
@@ -317,9 +285,9 @@ impl Sizes {
 /// fits (unless the sort is forced), else the external sort; an
 /// [`Error::LimitTooSmall`] naming the smallest limit that works when
 /// neither fits.
-pub(crate) fn plan(engine: &Engine, sizes: &Sizes) -> Result<Method> {
-    let limit = engine.budget().limit();
-    let method = engine.quantile_method();
+pub(crate) fn plan(rt: &Runtime, sizes: &Sizes) -> Result<Method> {
+    let limit = rt.budget().limit();
+    let method = rt.quantile_method();
     let select = sizes.select_minimum();
     let sort = sizes.sort_minimum();
     let cols = sizes.cols();
@@ -376,7 +344,7 @@ pub(crate) fn plan(engine: &Engine, sizes: &Sizes) -> Result<Method> {
 fn ranks_of(kinds: &[Quantile], n: u64) -> Vec<u64> {
     kinds
         .iter()
-        .flat_map(|k| k.ranks(n))
+        .flat_map(|&k| ranks(k, n))
         .collect::<BTreeSet<u64>>()
         .into_iter()
         .collect()
@@ -386,7 +354,7 @@ fn ranks_of(kinds: &[Quantile], n: u64) -> Vec<u64> {
 /// `axis`, for planning before anything runs; `None` where nothing would
 /// be read (an empty array or axis, or arguments [`compute`] refuses).
 pub(crate) fn plan_for(
-    engine: &Engine,
+    rt: &Runtime,
     dtype: DType,
     shape: &[u64],
     axis: ReduceAxis,
@@ -410,18 +378,18 @@ pub(crate) fn plan_for(
         rows,
         row_len,
         itemsize: dtype.itemsize(),
-        out_itemsize: result_dtype(dtype).itemsize(),
+        out_itemsize: quantile_dtype(dtype).itemsize(),
         flat,
         ranks: ranks_of(kinds, n).len(),
         kinds: kinds.len(),
     };
-    plan(engine, &sizes).map(Some)
+    plan(rt, &sizes).map(Some)
 }
 
 /// Computes `kinds` of `src` along `axis` (all elements or axis 0), one
 /// array per kind: shape `shape[1..]` for axis 0, 0-d for all.
 pub(crate) fn compute(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     axis: ReduceAxis,
     kinds: &[Quantile],
@@ -429,7 +397,7 @@ pub(crate) fn compute(
 ) -> Result<Vec<AnyArray>> {
     outcore_chunker::with_dtype!(
         src.meta().dtype,
-        T => compute_typed::<T>(engine, src, axis, kinds, report)
+        T => compute_typed::<T>(rt, src, axis, kinds, report)
     )
 }
 
@@ -442,7 +410,7 @@ struct Ranked<T> {
 }
 
 fn compute_typed<T: QuantileElement>(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     axis: ReduceAxis,
     kinds: &[Quantile],
@@ -513,17 +481,17 @@ fn compute_typed<T: QuantileElement>(
             Vec::new(),
         )
     } else {
-        match plan(engine, &sizes)? {
+        match plan(rt, &sizes)? {
             Method::Select => {
                 let fixed = sizes.select_fixed();
-                let (held, _) = reserve_slots(engine, &[(Consumer::State, fixed)], &[], 0)?;
+                let (held, _) = reserve_slots(rt, &[(Consumer::State, fixed)], &[], 0)?;
                 report.note_reservations(&[(Consumer::State, fixed)]);
-                let ranked = select::<T>(engine, src, flat, cols, &ranks, fixed, report)?;
+                let ranked = select::<T>(rt, src, flat, cols, &ranks, fixed, report)?;
                 (ranked, held)
             }
             Method::Sort => {
-                let sorted = super::sort::sort_columns::<T>(engine, src, flat, report)?;
-                let limit = engine.budget().limit();
+                let sorted = super::sort::sort_columns::<T>(rt, src, flat, report)?;
+                let limit = rt.budget().limit();
                 let ranked_bytes = sizes.ranked_bytes();
                 let isz = std::mem::size_of::<T>() as u64;
                 let window = (limit.saturating_sub(ranked_bytes + 2 * PAGE))
@@ -532,9 +500,9 @@ fn compute_typed<T: QuantileElement>(
                     * isz;
                 let window = window.max(sizes.rank_window());
                 let held_bytes = ranked_bytes + window + 2 * PAGE;
-                let (held, _) = reserve_slots(engine, &[(Consumer::State, held_bytes)], &[], 0)?;
+                let (held, _) = reserve_slots(rt, &[(Consumer::State, held_bytes)], &[], 0)?;
                 report.note_reservations(&[(Consumer::State, held_bytes)]);
-                let ranked = read_ranks::<T>(engine, &sorted, cols, &ranks, window)?;
+                let ranked = read_ranks::<T>(rt, &sorted, cols, &ranks, window)?;
                 (ranked, held)
             }
         }
@@ -570,7 +538,7 @@ fn compute_typed<T: QuantileElement>(
 /// values fit a window of `window` bytes, a stripe of columns is read
 /// through one mapped window; longer columns map each value they read.
 fn read_ranks<T: QuantileElement>(
-    engine: &Engine,
+    rt: &Runtime,
     sorted: &super::sort::SortedColumns,
     cols: usize,
     ranks: &[u64],
@@ -598,7 +566,7 @@ fn read_ranks<T: QuantileElement>(
         let width = (window / column_bytes).max(1) as usize;
         let mut c0 = 0;
         while c0 < cols {
-            engine.check_cancel("columns of sorted quantile ranks", c0 as u64, cols as u64)?;
+            rt.check_cancel("columns of sorted quantile ranks", c0 as u64, cols as u64)?;
             let c1 = (c0 + width).min(cols);
             let w = sorted.file.map(
                 c0 as u64 * column_bytes,
@@ -618,7 +586,7 @@ fn read_ranks<T: QuantileElement>(
             Ok(super::sort::values::<T>(&w)?[0])
         };
         for col in 0..cols {
-            engine.check_cancel("columns of sorted quantile ranks", col as u64, cols as u64)?;
+            rt.check_cancel("columns of sorted quantile ranks", col as u64, cols as u64)?;
             let nan = get(col, n - 1)?.is_nan();
             ranked.nan.push(nan);
             for &r in ranks {
@@ -705,20 +673,20 @@ fn each_value<T: SortKey>(data: &[T], cols: usize, flat: bool, mut f: impl FnMut
 /// bytes and whose per-block state is `state` bytes, within `avail`
 /// bytes, or `None` if it cannot fit.
 fn pass_size(
-    engine: &Engine,
+    rt: &Runtime,
     avail: u64,
     row_bytes: u64,
     rows: u64,
     merged: u64,
     state: u64,
 ) -> Option<(u64, usize)> {
-    let threads = engine.threads().max(1);
+    let threads = rt.threads().max(1);
     for slots in [threads + 1, 1] {
         let per_slot = (avail.saturating_sub(merged)) / slots as u64;
         let block = per_slot.saturating_sub(state) / row_bytes.max(1);
         if block > 0 {
             let block = block
-                .min((engine.block_bytes() / row_bytes.max(1)).max(1))
+                .min((rt.block_bytes() / row_bytes.max(1)).max(1))
                 .min(rows.max(1));
             return Some((block, slots));
         }
@@ -732,7 +700,7 @@ fn pass_size(
 /// reservation standing for it (drop it after the state).
 #[allow(clippy::too_many_arguments)]
 fn read_pass<T: SortKey, S: Send, M>(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     held: u64,
     (merged_bytes, state_bytes): (u64, u64),
@@ -744,24 +712,19 @@ fn read_pass<T: SortKey, S: Send, M>(
 ) -> Result<(M, Vec<outcore_spill::Reservation>)> {
     let meta = src.meta();
     let row_bytes = meta.row_bytes() as u64;
-    let avail = engine.budget().limit().saturating_sub(held);
-    let Some((block_rows, slots)) = pass_size(
-        engine,
-        avail,
-        row_bytes,
-        meta.rows(),
-        merged_bytes,
-        state_bytes,
-    ) else {
+    let avail = rt.budget().limit().saturating_sub(held);
+    let Some((block_rows, slots)) =
+        pass_size(rt, avail, row_bytes, meta.rows(), merged_bytes, state_bytes)
+    else {
         return Err(super::too_small(
-            engine,
+            rt,
             row_bytes,
             held + merged_bytes + state_bytes + row_bytes,
             "internal: a quantile pass does not fit the limit it was planned for",
         ));
     };
     let (fixed, slots) = reserve_slots(
-        engine,
+        rt,
         &[(Consumer::State, merged_bytes)],
         &[
             (Consumer::Reader, block_rows * row_bytes),
@@ -782,7 +745,7 @@ fn read_pass<T: SortKey, S: Send, M>(
     let mut merged = start();
     let mut blocks = 0;
     let read = stream_file(
-        engine,
+        rt,
         "blocks of a quantile pass",
         src,
         block_rows,
@@ -807,7 +770,7 @@ fn read_pass<T: SortKey, S: Send, M>(
 /// Radix selection of `ranks` in every column, beside the `held` bytes
 /// reserved for what it keeps between passes ([`Sizes::select_fixed`]).
 fn select<T: QuantileElement>(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     flat: bool,
     cols: usize,
@@ -815,7 +778,7 @@ fn select<T: QuantileElement>(
     held: u64,
     report: &mut RunReport,
 ) -> Result<Ranked<T>> {
-    let avail = engine.budget().limit().saturating_sub(held);
+    let avail = rt.budget().limit().saturating_sub(held);
     let meta = src.meta();
     let row_bytes = meta.row_bytes() as u64;
     let n = if flat { meta.len() } else { meta.rows() };
@@ -823,7 +786,7 @@ fn select<T: QuantileElement>(
     // Pass 1: smallest and largest key, NaN count, per column.
     let stats_bytes = cols as u64 * STATS_BYTES;
     let (stats, stats_held) = read_pass::<T, _, _>(
-        engine,
+        rt,
         src,
         held,
         (stats_bytes, stats_bytes),
@@ -875,7 +838,7 @@ fn select<T: QuantileElement>(
     }
     drop(stats);
     drop(stats_held);
-    let slots = engine.threads() as u64 + 2;
+    let slots = rt.threads() as u64 + 2;
     loop {
         // Intervals narrowed to one key are answered.
         targets.retain(|t| {
@@ -899,10 +862,10 @@ fn select<T: QuantileElement>(
         // by doubling.
         let (merged, state) = (candidates * 8 + headers, 2 * candidates * 8 + headers);
         if state.saturating_mul(slots) <= avail / 2
-            && pass_size(engine, avail, row_bytes, meta.rows(), merged, state).is_some()
+            && pass_size(rt, avail, row_bytes, meta.rows(), merged, state).is_some()
         {
             collect::<T>(
-                engine,
+                rt,
                 src,
                 flat,
                 cols,
@@ -924,7 +887,7 @@ fn select<T: QuantileElement>(
         let lookup = Lookup::new(&intervals, cols, bits);
         let buckets = 1usize << bits;
         let (merged, merged_held) = read_pass::<T, _, _>(
-            engine,
+            rt,
             src,
             held,
             (hist(bits), hist(bits)),
@@ -979,7 +942,7 @@ fn select<T: QuantileElement>(
 /// (`sizes`: the bytes selection holds, the merged keys' and a block's).
 #[allow(clippy::too_many_arguments)]
 fn collect<T: QuantileElement>(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     flat: bool,
     cols: usize,
@@ -993,7 +956,7 @@ fn collect<T: QuantileElement>(
     let lookup = Lookup::new(intervals, cols, 0);
     let r_n = ranks.len();
     let (mut keys, keys_held) = read_pass::<T, _, _>(
-        engine,
+        rt,
         src,
         held,
         (merged, state),

@@ -40,8 +40,9 @@ use outcore_spill::{Consumer, SpillFile, SpillWindow};
 use rayon::prelude::*;
 
 use super::{PAGE, RowSink, reserve_slots, stream_file, too_small};
-use crate::engine::{Engine, RunReport};
 use crate::error::{Error, Result};
+use crate::report::RunReport;
+use crate::runtime::Runtime;
 use outcore_kernels::key::{self, SortKey};
 
 /// The most runs merged at once.
@@ -160,18 +161,18 @@ pub(crate) fn minimum(rows: u64, row_len: usize, itemsize: usize, flat: bool) ->
 /// Plans the sort of a `rows × row_len` array of `itemsize`-byte values
 /// (`flat`: as one column of every element, in C order).
 pub(crate) fn plan(
-    engine: &Engine,
+    rt: &Runtime,
     rows: u64,
     row_len: usize,
     itemsize: usize,
     flat: bool,
 ) -> Result<SortPlan> {
-    let limit = engine.budget().limit();
-    let threads = engine.threads().max(1);
+    let limit = rt.budget().limit();
+    let threads = rt.threads().max(1);
     let isz = itemsize as u64;
     let row_bytes = (row_len as u64 * isz).max(1);
     let least = minimum(rows, row_len, itemsize, flat);
-    let refuse = |what: &str| too_small(engine, 2 * row_bytes, least, what);
+    let refuse = |what: &str| too_small(rt, 2 * row_bytes, least, what);
     if limit < least {
         let what = if limit < 2 * row_bytes {
             "sort: one row read and one row sorted"
@@ -243,7 +244,7 @@ pub(crate) fn plan(
     }
     let out_rows = out_rows
         .max(1)
-        .min((engine.block_bytes() / row_bytes).max(1))
+        .min((rt.block_bytes() / row_bytes).max(1))
         .min(rows.max(1));
     // What is left of a task's share widens its window (a stripe of
     // short columns per map), up to WINDOW_MAX.
@@ -282,7 +283,7 @@ pub(crate) fn values<T: SortKey>(w: &[u8]) -> Result<&[T]> {
 /// Sorts every column of `src` (or, `flat`, all its elements as one
 /// column) into a spill file, column-major.
 pub(crate) fn sort_columns<T: SortKey>(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     flat: bool,
     report: &mut RunReport,
@@ -290,7 +291,7 @@ pub(crate) fn sort_columns<T: SortKey>(
     let meta = src.meta();
     let (rows, row_len) = (meta.rows(), meta.row_len());
     let isz = std::mem::size_of::<T>();
-    let p = plan(engine, rows, row_len, isz, flat)?;
+    let p = plan(rt, rows, row_len, isz, flat)?;
     let total = rows * row_len as u64 * isz as u64;
     let geo = Geometry {
         rows,
@@ -298,12 +299,12 @@ pub(crate) fn sort_columns<T: SortKey>(
         flat,
     };
     let n = if flat { rows * row_len as u64 } else { rows };
-    let first = engine.spill().create(total)?;
-    make_runs::<T>(engine, src, &first, &p, flat, report)?;
+    let first = rt.spill().create(total)?;
+    make_runs::<T>(rt, src, &first, &p, flat, report)?;
     let mut file = first;
     let mut level = 0;
     while geo.runs(p.span(level)) > 1 {
-        file = merge_level::<T>(engine, &file, geo, level, &p, report)?;
+        file = merge_level::<T>(rt, &file, geo, level, &p, report)?;
         level += 1;
     }
     Ok(SortedColumns {
@@ -316,7 +317,7 @@ pub(crate) fn sort_columns<T: SortKey>(
 /// Phase 1: sorted runs, one per block of `p.run_rows` rows, written in
 /// place.
 fn make_runs<T: SortKey>(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     spill: &SpillFile,
     p: &SortPlan,
@@ -328,7 +329,7 @@ fn make_runs<T: SortKey>(
     let isz = std::mem::size_of::<T>();
     let block = p.run_rows * (row_len * isz) as u64;
     let (_fixed, slots) = reserve_slots(
-        engine,
+        rt,
         &[],
         &[(Consumer::Reader, block), (Consumer::Kernel, block)],
         p.slots,
@@ -339,7 +340,7 @@ fn make_runs<T: SortKey>(
     ]);
     let mut runs = 0;
     let read = stream_file(
-        engine,
+        rt,
         "blocks of sorted runs",
         src,
         p.run_rows,
@@ -404,7 +405,7 @@ fn transpose<T: Copy>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
 /// `p.span(level)` rows into runs of `p.span(level + 1)` rows, in a new
 /// file.
 fn merge_level<T: SortKey>(
-    engine: &Engine,
+    rt: &Runtime,
     src: &SpillFile,
     geo: Geometry,
     level: u32,
@@ -415,10 +416,10 @@ fn merge_level<T: SortKey>(
     let runs_in = geo.runs(span_in);
     let groups = geo.runs(span_out);
     let cols = geo.cols();
-    let dst = engine.spill().create(src.len())?;
+    let dst = rt.spill().create(src.len())?;
     let per_task = (p.fan_in + 1) * (p.window_bytes + 2 * PAGE) + p.fan_in * PER_RUN;
     let _reserved = super::reserve_slots(
-        engine,
+        rt,
         &[(Consumer::Spill, per_task * p.merge_tasks as u64)],
         &[],
         0,
@@ -440,13 +441,13 @@ fn merge_level<T: SortKey>(
     // merged output.
     let done = AtomicU64::new(0);
     let check = || {
-        engine.check_cancel(
+        rt.check_cancel(
             "column merges of a sort merge level",
             done.load(Ordering::Relaxed),
             total,
         )
     };
-    engine.pool().install(|| {
+    rt.pool().install(|| {
         (0..workers).into_par_iter().try_for_each(|t| {
             let mut tree = LoserTree::default();
             let mut buf: Vec<T> = Vec::with_capacity(window);
@@ -742,7 +743,7 @@ fn merge_one<T: SortKey>(
 /// column to its last row of the stripe's last column (one column per
 /// window when columns are long).
 pub(crate) fn write_rows(
-    engine: &Engine,
+    rt: &Runtime,
     sorted: &SortedColumns,
     rows: u64,
     row_len: usize,
@@ -754,10 +755,10 @@ pub(crate) fn write_rows(
     if rows == 0 || row_len == 0 {
         return Ok(());
     }
-    let p = plan(engine, rows, row_len, isz, false)?;
+    let p = plan(rt, rows, row_len, isz, false)?;
     let per_task = p.out_rows * row_bytes as u64 + p.out_window + 2 * PAGE;
     let _reserved = reserve_slots(
-        engine,
+        rt,
         &[(Consumer::Writer, per_task * p.out_tasks as u64)],
         &[],
         0,
@@ -767,11 +768,11 @@ pub(crate) fn write_rows(
     let workers = p.out_tasks.min(blocks).max(1);
     let window = (p.out_window / isz as u64).max(1);
     let done = AtomicU64::new(0);
-    engine.pool().install(|| {
+    rt.pool().install(|| {
         (0..workers).into_par_iter().try_for_each(|t| {
             let mut out = vec![0u8; p.out_rows as usize * row_bytes];
             for b in (t..blocks).step_by(workers) {
-                engine.check_cancel(
+                rt.check_cancel(
                     "blocks of sorted rows",
                     done.load(Ordering::Relaxed),
                     blocks as u64,
@@ -825,17 +826,17 @@ fn scatter(col: &[u8], out: &mut [u8], j: usize, row_len: usize, isz: usize) {
 
 /// Sorts `src` (any dtype) along axis 0 into `sink`.
 pub(crate) fn sort_any(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     sink: &RowSink<'_>,
     report: &mut RunReport,
 ) -> Result<()> {
-    outcore_chunker::with_dtype!(src.meta().dtype, T => sort_into::<T>(engine, src, sink, report))
+    outcore_chunker::with_dtype!(src.meta().dtype, T => sort_into::<T>(rt, src, sink, report))
 }
 
 /// Sorts `src` along axis 0 into `sink`.
 fn sort_into<T: SortKey>(
-    engine: &Engine,
+    rt: &Runtime,
     src: &ArrayFile,
     sink: &RowSink<'_>,
     report: &mut RunReport,
@@ -844,8 +845,8 @@ fn sort_into<T: SortKey>(
     if meta.is_empty() {
         return Ok(());
     }
-    let sorted = sort_columns::<T>(engine, src, false, report)?;
-    write_rows(engine, &sorted, meta.rows(), meta.row_len(), sink, report)
+    let sorted = sort_columns::<T>(rt, src, false, report)?;
+    write_rows(rt, &sorted, meta.rows(), meta.row_len(), sink, report)
 }
 
 #[cfg(test)]
@@ -880,19 +881,14 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         write_i64(&path, a);
         let src = ArrayFile::open(&path).unwrap();
-        let engine = Engine::builder()
-            .memory_limit(limit)
-            .threads(2)
-            .spill_dir(dir)
-            .build()
-            .unwrap();
+        let rt = Runtime::for_tests(limit, 2, Some(dir), outcore_chunker::CancelToken::new());
         let (rows, cols) = a.dim();
-        let p = plan(&engine, rows as u64, cols, 8, false).unwrap();
+        let p = plan(&rt, rows as u64, cols, 8, false).unwrap();
         let mut report = RunReport::default();
-        let sorted = sort_columns::<i64>(&engine, &src, false, &mut report).unwrap();
-        let out = engine.spill().create((rows * cols * 8) as u64).unwrap();
+        let sorted = sort_columns::<i64>(&rt, &src, false, &mut report).unwrap();
+        let out = rt.spill().create((rows * cols * 8) as u64).unwrap();
         write_rows(
-            &engine,
+            &rt,
             &sorted,
             rows as u64,
             cols,
@@ -901,7 +897,7 @@ mod tests {
         )
         .unwrap();
         assert!(report.peak_reserved <= limit, "{report:?}");
-        assert_eq!(engine.budget().reserved(), 0);
+        assert_eq!(rt.budget().reserved(), 0);
         let w = out.map(0, rows * cols * 8).unwrap();
         let got: &[i64] = values(&w).unwrap();
         for c in 0..cols {
@@ -933,12 +929,8 @@ mod tests {
         assert!(p.levels >= 1 && p.window_bytes >= 7 * 8 * 64, "{p:?}");
         assert!(p.out_window > p.out_rows * 8, "{p:?}");
         // Just below: refused, naming that limit.
-        let engine = Engine::builder()
-            .memory_limit(least - 1)
-            .threads(2)
-            .build()
-            .unwrap();
-        match plan(&engine, rows as u64, cols, 8, false) {
+        let rt = Runtime::for_tests(least - 1, 2, None, outcore_chunker::CancelToken::new());
+        match plan(&rt, rows as u64, cols, 8, false) {
             Err(Error::LimitTooSmall { minimum: m, .. }) => assert_eq!(m, least),
             other => panic!("expected LimitTooSmall, got {other:?}"),
         }
@@ -961,25 +953,19 @@ mod tests {
         write_i64(&path, &a);
         let src = ArrayFile::open(&path).unwrap();
         let token = CancelToken::new();
-        let engine = Engine::builder()
-            .memory_limit(64 << 10)
-            .threads(2)
-            .spill_dir(dir.path())
-            .cancel(token.clone())
-            .build()
-            .unwrap();
-        let p = plan(&engine, rows as u64, cols, 8, false).unwrap();
+        let rt = Runtime::for_tests(64 << 10, 2, Some(dir.path()), token.clone());
+        let p = plan(&rt, rows as u64, cols, 8, false).unwrap();
         assert!(p.runs > 2 && p.levels > 1, "{p:?}");
         let mut report = RunReport::default();
-        let first = engine.spill().create((rows * cols * 8) as u64).unwrap();
-        make_runs::<i64>(&engine, &src, &first, &p, false, &mut report).unwrap();
+        let first = rt.spill().create((rows * cols * 8) as u64).unwrap();
+        make_runs::<i64>(&rt, &src, &first, &p, false, &mut report).unwrap();
         token.cancel();
         let geo = Geometry {
             rows: rows as u64,
             row_len: cols,
             flat: false,
         };
-        let err = merge_level::<i64>(&engine, &first, geo, 0, &p, &mut report)
+        let err = merge_level::<i64>(&rt, &first, geo, 0, &p, &mut report)
             .err()
             .unwrap();
         assert!(
@@ -991,9 +977,9 @@ mod tests {
             n: rows as u64,
             itemsize: 8,
         };
-        let out = engine.spill().create((rows * cols * 8) as u64).unwrap();
+        let out = rt.spill().create((rows * cols * 8) as u64).unwrap();
         let err = write_rows(
-            &engine,
+            &rt,
             &sorted,
             rows as u64,
             cols,
@@ -1012,6 +998,6 @@ mod tests {
             ),
             "{err}"
         );
-        assert_eq!(engine.budget().reserved(), 0);
+        assert_eq!(rt.budget().reserved(), 0);
     }
 }

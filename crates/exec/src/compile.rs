@@ -1,4 +1,5 @@
-//! The planner: from requested outputs to the fewest streaming passes.
+//! Pass compilation: from the reductions and streamed outputs of one pass
+//! to the fused programs and reduction kernels that run over its blocks.
 //!
 //! Every reduction is placed in the pass after the reductions it depends on
 //! (standardize = one statistics pass, then one write pass). All outputs of
@@ -8,18 +9,17 @@
 //! one [`ReducerSet`] (mean and std cost one sweep).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use outcore_chunker::{ArrayFile, DType};
 
+use outcore_kernels::cast::{convert_buf, expand, truncate};
+use outcore_kernels::eval::{BlockInputs, Buf, Instr, Lane, Machine, Program, Shape, lane_of};
+use outcore_kernels::{AnyArray, BinaryOp, DynKernel, ReduceAxis, ReduceOp, ReducerSet, UnaryOp};
+
 use crate::error::{Error, Result};
 use crate::expr::{BlockFn, Expr, Extent, Node, promote_operands};
-use outcore_kernels::AnyArray;
-use outcore_kernels::cast::{convert_buf, expand, truncate};
-use outcore_kernels::eval::{Buf, Instr, Lane, Program, Shape, lane_of};
-use outcore_kernels::{BinaryOp, UnaryOp};
-use outcore_kernels::{ReduceAxis, ReduceOp, ReducerSet};
+use crate::kernel::KernelSpec;
 
 /// Identity of an expression node (its allocation address). The plan
 /// keeps the expressions alive, so addresses stay unique while it exists.
@@ -38,16 +38,20 @@ pub(crate) enum Input {
     Source(usize),
 }
 
-/// Reductions over one input and axis.
+/// A reduction kernel over one input: the built-in reductions of one
+/// input and axis (sharing states), or a kernel node of its own.
 pub(crate) struct ReduceSink {
     pub(crate) input: Input,
-    pub(crate) axis: ReduceAxis,
-    pub(crate) set: ReducerSet,
-    /// For each op of the set: the Reduce nodes it answers, and the dtype
-    /// NumPy gives the result (lane reductions are cast back to it).
-    pub(crate) targets: Vec<(ReduceOp, Vec<NodeId>, DType)>,
-    /// The NumPy shape of an axis-0 result (the trailing shape).
-    pub(crate) row_shape: Vec<u64>,
+    pub(crate) kernel: Arc<dyn DynKernel>,
+    /// The dtype the kernel's views must have when the input's lane is
+    /// another (the values are converted tile by tile).
+    pub(crate) view_dtype: Option<DType>,
+    /// For each result of the kernel, in order: the nodes it answers, and
+    /// the dtype NumPy gives it (lane reductions are cast back to it).
+    pub(crate) targets: Vec<(Vec<NodeId>, DType)>,
+    /// The NumPy shape of an axis-0 result (the trailing shape), which
+    /// results are reshaped to.
+    pub(crate) row_shape: Option<Vec<u64>>,
 }
 
 /// An elementwise expression materialised block by block: written to an
@@ -78,10 +82,19 @@ pub(crate) struct Frame {
     pub(crate) dedicated: bool,
 }
 
+/// An input of a pass: a file, or the spill file an earlier step fills
+/// (known by its row size only while the plan is sized or explained).
+pub(crate) struct PassSource {
+    pub(crate) file: Option<Arc<ArrayFile>>,
+    pub(crate) row_bytes: u64,
+    /// The path, or `<spilled #k>`.
+    pub(crate) label: String,
+}
+
 /// One streaming pass over the rows of its inputs.
 pub(crate) struct Pass {
     pub(crate) rows: u64,
-    pub(crate) sources: Vec<Arc<ArrayFile>>,
+    pub(crate) sources: Vec<PassSource>,
     pub(crate) frames: Vec<Frame>,
     pub(crate) stages: Vec<Stage>,
     pub(crate) reduces: Vec<ReduceSink>,
@@ -91,10 +104,7 @@ pub(crate) struct Pass {
 impl Pass {
     /// Input bytes per row (all sources).
     pub(crate) fn source_row_bytes(&self) -> u64 {
-        self.sources
-            .iter()
-            .map(|s| s.meta().row_bytes() as u64)
-            .sum()
+        self.sources.iter().map(|s| s.row_bytes).sum()
     }
 }
 
@@ -103,6 +113,8 @@ impl Pass {
 /// already computed.
 pub(crate) struct Planner<'a> {
     pub(crate) values: &'a HashMap<NodeId, AnyArray>,
+    /// The files of the slots filled so far (indexed by slot).
+    pub(crate) slots: &'a [Option<Arc<ArrayFile>>],
     /// Planning only, to size the pass before anything runs: the values
     /// of earlier passes (placeholders then) become zeroed buffers of
     /// their length, whose pages are never written, instead of copies —
@@ -120,11 +132,12 @@ pub(crate) fn level(e: &Expr, memo: &mut HashMap<NodeId, usize>) -> usize {
         // Quantiles and whole-array operators are computed before the
         // passes (the engine lowers them); their values are known.
         Node::Source(_)
+        | Node::Slot(_)
         | Node::Const { .. }
         | Node::Invalid(_)
         | Node::Quantile(..)
         | Node::Op(..) => 0,
-        Node::Reduce(_, _, a) => level(a, memo) + 1,
+        Node::Reduce(_, _, a) | Node::Kernel(_, a) => level(a, memo) + 1,
         Node::Unary(_, a) | Node::Cast(a, _) => level(a, memo),
         Node::MapBlocks { input, .. } => level(input, memo),
         Node::Binary(_, a, b) => level(a, memo).max(level(b, memo)),
@@ -134,18 +147,20 @@ pub(crate) fn level(e: &Expr, memo: &mut HashMap<NodeId, usize>) -> usize {
     l
 }
 
-/// Collects the Reduce nodes reachable from `e` (including `e`).
+/// Collects the reduction nodes (built-in and kernel) reachable from `e`
+/// (including `e`).
 pub(crate) fn reduce_nodes(e: &Expr, out: &mut Vec<Expr>, seen: &mut HashMap<NodeId, ()>) {
     if seen.insert(id(e), ()).is_some() {
         return;
     }
     match &*e.node {
         Node::Source(_)
+        | Node::Slot(_)
         | Node::Const { .. }
         | Node::Invalid(_)
         | Node::Quantile(..)
         | Node::Op(..) => {}
-        Node::Reduce(_, _, a) => {
+        Node::Reduce(_, _, a) | Node::Kernel(_, a) => {
             reduce_nodes(a, out, seen);
             out.push(e.clone());
         }
@@ -165,6 +180,7 @@ pub(crate) fn reduce_nodes(e: &Expr, out: &mut Vec<Expr>, seen: &mut HashMap<Nod
 
 struct PassBuilder<'a> {
     values: &'a HashMap<NodeId, AnyArray>,
+    slots: &'a [Option<Arc<ArrayFile>>],
     /// See [`Planner::sizing`].
     sizing: bool,
     pass: Pass,
@@ -199,14 +215,36 @@ impl<'a> PassBuilder<'a> {
         self.pass.frames.len() - 1
     }
 
-    fn source(&mut self, file: &Arc<ArrayFile>) -> usize {
-        let key = Arc::as_ptr(file) as usize;
+    /// The pass input of a source or slot node.
+    fn source(&mut self, e: &Expr) -> Result<usize> {
+        let src = match &*e.node {
+            Node::Source(file) => PassSource {
+                file: Some(file.clone()),
+                row_bytes: file.meta().row_bytes() as u64,
+                label: file.path().display().to_string(),
+            },
+            Node::Slot(k) => {
+                let file = self.slots.get(*k).cloned().flatten();
+                if file.is_none() && !self.sizing {
+                    return Err(Error::Invalid(format!(
+                        "internal: {e} is read before it is filled"
+                    )));
+                }
+                PassSource {
+                    file,
+                    row_bytes: e.extent.row_len() as u64 * e.dtype.itemsize() as u64,
+                    label: e.to_string(),
+                }
+            }
+            _ => return Err(Error::Invalid(format!("internal: {e} is not a source"))),
+        };
+        let key = id(e);
         if let Some(&i) = self.source_ids.get(&key) {
-            return i;
+            return Ok(i);
         }
-        self.pass.sources.push(file.clone());
+        self.pass.sources.push(src);
         self.source_ids.insert(key, self.pass.sources.len() - 1);
-        self.pass.sources.len() - 1
+        Ok(self.pass.sources.len() - 1)
     }
 
     /// Compiles a full-extent expression into frame `f`; returns its register.
@@ -242,6 +280,7 @@ impl<'a> PassBuilder<'a> {
         let (shape, len) = match &e.extent {
             Extent::Scalar => return small_value(self.values, e),
             Extent::Row { row_len, .. } => (Shape::Row, *row_len),
+            Extent::Value { .. } => (Shape::Row, e.extent.row_len()),
             Extent::Column { rows } => (Shape::Col, *rows as usize),
             Extent::Full { .. } => {
                 return Err(Error::Invalid(format!("internal: {e} is streamed")));
@@ -375,8 +414,8 @@ impl<'a> PassBuilder<'a> {
 
     fn compile_full(&mut self, f: usize, e: &Expr) -> Result<usize> {
         Ok(match &*e.node {
-            Node::Source(file) => {
-                let src = self.source(file);
+            Node::Source(_) | Node::Slot(_) => {
+                let src = self.source(e)?;
                 self.push(
                     f,
                     Instr::Source {
@@ -414,7 +453,11 @@ impl<'a> PassBuilder<'a> {
             Node::Unary(..) | Node::Binary(..) | Node::Where(..) | Node::Cast(..) => {
                 self.elementwise(f, e, None)?
             }
-            Node::Const { .. } | Node::Reduce(..) | Node::Quantile(..) | Node::Op(..) => {
+            Node::Const { .. }
+            | Node::Reduce(..)
+            | Node::Kernel(..)
+            | Node::Quantile(..)
+            | Node::Op(..) => {
                 return Err(Error::Invalid(format!(
                     "internal: {e} has a full extent but is not streamed"
                 )));
@@ -430,7 +473,7 @@ impl<'a> PassBuilder<'a> {
 pub(crate) fn small_value(values: &HashMap<NodeId, AnyArray>, e: &Expr) -> Result<(Buf, Shape)> {
     let shape = match e.extent {
         Extent::Scalar => Shape::Scalar,
-        Extent::Row { .. } => Shape::Row,
+        Extent::Row { .. } | Extent::Value { .. } => Shape::Row,
         Extent::Column { .. } => Shape::Col,
         Extent::Full { .. } => {
             return Err(Error::Invalid(format!("internal: {e} is streamed")));
@@ -452,9 +495,11 @@ pub(crate) fn small_value(values: &HashMap<NodeId, AnyArray>, e: &Expr) -> Resul
             };
             Ok((buf, shape))
         }
-        Node::Reduce(..) | Node::Quantile(..) | Node::Op(..) => Err(Error::Invalid(format!(
-            "internal: {e} was not computed before it was needed"
-        ))),
+        Node::Reduce(..) | Node::Kernel(..) | Node::Quantile(..) | Node::Op(..) => {
+            Err(Error::Invalid(format!(
+                "internal: {e} was not computed before it was needed"
+            )))
+        }
         Node::Invalid(msg) => Err(Error::Invalid(msg.clone())),
         _ => {
             // Evaluate the expression over its own (small) frame.
@@ -466,6 +511,7 @@ pub(crate) fn small_value(values: &HashMap<NodeId, AnyArray>, e: &Expr) -> Resul
             };
             let mut b = PassBuilder {
                 values,
+                slots: &[],
                 sizing: false,
                 pass: Pass {
                     rows: rows as u64,
@@ -489,8 +535,8 @@ pub(crate) fn small_value(values: &HashMap<NodeId, AnyArray>, e: &Expr) -> Resul
             let reg = b.compile_small(0, e, shape)?;
             let prog = &b.pass.frames[0].prog;
             let n = rows * cols;
-            let mut machine = outcore_kernels::eval::Machine::new(prog, n);
-            let inputs = outcore_kernels::eval::BlockInputs {
+            let mut machine = Machine::new(prog, n);
+            let inputs = BlockInputs {
                 sources: &[],
                 blocks: &[],
                 first_row: 0,
@@ -514,14 +560,18 @@ impl PassBuilder<'_> {
         }
         let own = match e.extent {
             Extent::Scalar => Shape::Scalar,
-            Extent::Row { .. } => Shape::Row,
+            Extent::Row { .. } | Extent::Value { .. } => Shape::Row,
             Extent::Column { .. } => Shape::Col,
             Extent::Full { .. } => Shape::Full,
         };
         let leaf = self.values.contains_key(&id(e))
             || matches!(
                 &*e.node,
-                Node::Const { .. } | Node::Reduce(..) | Node::Quantile(..) | Node::Invalid(_)
+                Node::Const { .. }
+                    | Node::Reduce(..)
+                    | Node::Kernel(..)
+                    | Node::Quantile(..)
+                    | Node::Invalid(_)
             )
             || own != frame;
         let reg = if leaf {
@@ -553,6 +603,7 @@ impl Planner<'_> {
     pub(crate) fn build(&self, req: &PassRequest) -> Result<Pass> {
         let mut b = PassBuilder {
             values: self.values,
+            slots: self.slots,
             sizing: self.sizing,
             pass: Pass {
                 rows: req.rows,
@@ -565,24 +616,43 @@ impl Planner<'_> {
             memo: Vec::new(),
             source_ids: HashMap::new(),
         };
-        // Group reductions by (argument, axis).
-        // (argument, axis, [(op, node, result dtype)])
-        type Group = (Expr, ReduceAxis, Vec<(ReduceOp, NodeId, DType)>);
+        // Built-in reductions group by (argument, axis) into one kernel
+        // sharing states; a kernel node is a sink of its own.
+        enum Group {
+            /// (argument, axis, [(op, node, result dtype)])
+            Builtin(Expr, ReduceAxis, Vec<(ReduceOp, NodeId, DType)>),
+            Kernel(Expr, Arc<dyn KernelSpec>, NodeId, DType),
+        }
         let mut groups: Vec<Group> = Vec::new();
         for r in &req.reduces {
-            let Node::Reduce(op, axis, arg) = &*r.node else {
-                continue;
-            };
-            let key = (id(arg), *axis);
-            match groups.iter_mut().find(|g| (id(&g.0), g.1) == key) {
-                Some(g) => g.2.push((*op, id(r), r.dtype)),
-                None => groups.push((arg.clone(), *axis, vec![(*op, id(r), r.dtype)])),
+            match &*r.node {
+                Node::Reduce(op, axis, arg) => {
+                    let found = groups.iter_mut().find_map(|g| match g {
+                        Group::Builtin(a, ax, ops) if id(a) == id(arg) && ax == axis => Some(ops),
+                        _ => None,
+                    });
+                    match found {
+                        Some(ops) => ops.push((*op, id(r), r.dtype)),
+                        None => groups.push(Group::Builtin(
+                            arg.clone(),
+                            *axis,
+                            vec![(*op, id(r), r.dtype)],
+                        )),
+                    }
+                }
+                Node::Kernel(spec, arg) => {
+                    groups.push(Group::Kernel(arg.clone(), spec.clone(), id(r), r.dtype));
+                }
+                _ => {}
             }
         }
-        for (arg, axis, ops) in groups {
+        for group in groups {
+            let arg = match &group {
+                Group::Builtin(arg, ..) | Group::Kernel(arg, ..) => arg.clone(),
+            };
             let row_len = arg.extent.row_len();
             let (input, in_dtype) = match &*arg.node {
-                Node::Source(file) => (Input::Source(b.source(file)), arg.dtype),
+                Node::Source(_) | Node::Slot(_) => (Input::Source(b.source(&arg)?), arg.dtype),
                 _ => {
                     let f = b.frame_for(row_len);
                     let reg = b.compile(f, &arg)?;
@@ -592,26 +662,41 @@ impl Planner<'_> {
                     )
                 }
             };
-            let mut uniq: Vec<(ReduceOp, Vec<NodeId>, DType)> = Vec::new();
-            for (op, node, dtype) in ops {
-                match uniq.iter_mut().find(|u| u.0 == op) {
-                    Some(u) => u.1.push(node),
-                    None => uniq.push((op, vec![node], dtype)),
-                }
-            }
-            let op_list: Vec<ReduceOp> = uniq.iter().map(|u| u.0).collect();
-            let set = ReducerSet::new(&op_list, axis, in_dtype, req.rows, row_len)?;
-            let row_shape = match &arg.extent {
+            let trailing = match &arg.extent {
                 Extent::Full { trailing, .. } => trailing.clone().unwrap_or_default(),
                 _ => vec![],
             };
-            b.pass.reduces.push(ReduceSink {
-                input,
-                axis,
-                set,
-                targets: uniq,
-                row_shape,
-            });
+            let sink = match group {
+                Group::Builtin(_, axis, ops) => {
+                    let mut uniq: Vec<(ReduceOp, Vec<NodeId>, DType)> = Vec::new();
+                    for (op, node, dtype) in ops {
+                        match uniq.iter_mut().find(|u| u.0 == op) {
+                            Some(u) => u.1.push(node),
+                            None => uniq.push((op, vec![node], dtype)),
+                        }
+                    }
+                    let op_list: Vec<ReduceOp> = uniq.iter().map(|u| u.0).collect();
+                    let set = ReducerSet::new(&op_list, axis, in_dtype, req.rows, row_len)?;
+                    ReduceSink {
+                        input,
+                        kernel: Arc::new(set),
+                        view_dtype: None,
+                        targets: uniq.into_iter().map(|(_, n, d)| (n, d)).collect(),
+                        row_shape: (axis == ReduceAxis::Axis0).then_some(trailing),
+                    }
+                }
+                Group::Kernel(_, spec, node, dtype) => {
+                    let view = spec.view_dtype().unwrap_or(in_dtype);
+                    ReduceSink {
+                        input,
+                        kernel: spec.build(view, req.rows, row_len)?,
+                        view_dtype: (view != in_dtype).then_some(view),
+                        targets: vec![(vec![node], dtype)],
+                        row_shape: (spec.axis() == Some(ReduceAxis::Axis0)).then_some(trailing),
+                    }
+                }
+            };
+            b.pass.reduces.push(sink);
         }
         for (e, dtype) in &req.stores {
             let f = b.frame_for(e.extent.row_len());
@@ -627,97 +712,62 @@ impl Planner<'_> {
     }
 }
 
-/// A human-readable description of a plan, from [`Engine::explain`](crate::Engine::explain).
-#[derive(Clone, Debug, Default)]
-pub struct Explain {
-    /// Whole-array operators and quantiles, run before the passes, one
-    /// line each.
-    pub steps: Vec<String>,
-    /// One entry per pass.
-    pub passes: Vec<PassInfo>,
-    /// The memory limit in bytes.
-    pub memory_limit: u64,
-    /// Worker threads.
-    pub threads: usize,
-}
-
-/// What one pass does and needs.
-#[derive(Clone, Debug, Default)]
-pub struct PassInfo {
-    /// The inputs read, by path.
-    pub inputs: Vec<String>,
-    /// The reductions computed, as text.
-    pub reductions: Vec<String>,
-    /// The outputs written or collected, as text.
-    pub outputs: Vec<String>,
-    /// Number of fused programs (one per row length).
-    pub fused_programs: usize,
-    /// Instructions across the fused programs.
-    pub instructions: usize,
-    /// Rows streamed.
-    pub rows: u64,
-    /// Rows per block.
-    pub block_rows: u64,
-    /// Bytes of one block (inputs + outputs).
-    pub block_bytes: u64,
-    /// Blocks in flight at most.
-    pub blocks_in_flight: usize,
-    /// Bytes read.
-    pub bytes_read: u64,
-    /// Bytes written.
-    pub bytes_written: u64,
-    /// Estimated peak of the bytes the engine holds during the pass.
-    pub peak_bytes: u64,
-}
-
-impl fmt::Display for Explain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use outcore_spill::format_bytes as fb;
-        writeln!(
-            f,
-            "plan: {} pass{} on {} thread{}, memory limit {}",
-            self.passes.len(),
-            if self.passes.len() == 1 { "" } else { "es" },
-            self.threads,
-            if self.threads == 1 { "" } else { "s" },
-            fb(self.memory_limit)
-        )?;
-        for step in &self.steps {
-            writeln!(f, "before the passes: {step}")?;
-        }
-        for (i, p) in self.passes.iter().enumerate() {
-            writeln!(f, "pass {}: read {}", i + 1, p.inputs.join(", "))?;
-            for r in &p.reductions {
-                writeln!(f, "  reduce  {r}")?;
-            }
-            for o in &p.outputs {
-                writeln!(f, "  output  {o}")?;
-            }
-            writeln!(
-                f,
-                "  fused:  {} program{} of {} instruction{}",
-                p.fused_programs,
-                if p.fused_programs == 1 { "" } else { "s" },
-                p.instructions,
-                if p.instructions == 1 { "" } else { "s" }
-            )?;
-            writeln!(
-                f,
-                "  blocks: {} rows ({}) × up to {} in flight; {} rows in all",
-                p.block_rows,
-                fb(p.block_bytes),
-                p.blocks_in_flight,
-                p.rows
-            )?;
-            writeln!(
-                f,
-                "  io:     read {}, write {}; estimated peak memory {} of {}",
-                fb(p.bytes_read),
-                fb(p.bytes_written),
-                fb(p.peak_bytes),
-                fb(self.memory_limit)
-            )?;
-        }
-        Ok(())
+/// Splits the work of `exprs` into pass requests: each reduction in the
+/// pass after those it depends on, each streamed expression in the pass
+/// after its reductions, and passes apart by row count. With `write`,
+/// every expression must be streamed.
+pub(crate) fn pass_requests(exprs: &[Expr], write: bool) -> Result<Vec<PassRequest>> {
+    for e in exprs {
+        e.check()?;
     }
+    let mut memo = HashMap::new();
+    let mut reduces = Vec::new();
+    let mut seen = HashMap::new();
+    for e in exprs {
+        reduce_nodes(e, &mut reduces, &mut seen);
+    }
+    let mut by_key: Vec<((usize, u64), PassRequest)> = Vec::new();
+    fn slot(by_key: &mut Vec<((usize, u64), PassRequest)>, lvl: usize, rows: u64) -> usize {
+        match by_key.iter().position(|(k, _)| *k == (lvl, rows)) {
+            Some(i) => i,
+            None => {
+                by_key.push((
+                    (lvl, rows),
+                    PassRequest {
+                        rows,
+                        reduces: Vec::new(),
+                        stores: Vec::new(),
+                    },
+                ));
+                by_key.len() - 1
+            }
+        }
+    }
+    for r in reduces {
+        let (Node::Reduce(_, _, arg) | Node::Kernel(_, arg)) = &*r.node else {
+            continue;
+        };
+        let lvl = level(&r, &mut memo);
+        let i = slot(&mut by_key, lvl, arg.extent.rows());
+        by_key[i].1.reduces.push(r.clone());
+    }
+    for e in exprs {
+        if let Extent::Full { rows, .. } = e.extent {
+            let lvl = level(e, &mut memo) + 1;
+            let i = slot(&mut by_key, lvl, rows);
+            by_key[i].1.stores.push((e.clone(), e.dtype));
+        } else if write {
+            return Err(Error::Shape(format!("{e} is not streamed")));
+        }
+    }
+    by_key.sort_by_key(|(k, _)| *k);
+    Ok(by_key.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Bytes per row of each streamed output of a pass request.
+pub(crate) fn store_row_bytes(req: &PassRequest) -> Vec<u64> {
+    req.stores
+        .iter()
+        .map(|(e, d)| e.extent.row_len() as u64 * d.itemsize() as u64)
+        .collect()
 }
