@@ -948,6 +948,56 @@ fn a_panicking_map_blocks_is_an_error_and_leaves_no_file() {
 // ---------------------------------------------------------------------------
 // Outputs, plans and the budget
 
+/// An output that cannot be created is an error before any of the run's
+/// work: the engine creates it (allocating its whole size) before the
+/// first pass or operator, so standardize does not read its input for the
+/// statistics first, a sort of a computed array does not compute and
+/// spill it, a write that needs a median does not compute the median.
+/// The blocks a `map_blocks` sees are counted; the same writes into a
+/// directory that exists do read them.
+#[test]
+fn an_output_that_cannot_be_created_fails_before_any_block_is_read() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let mut f = Files::new();
+    let p = f.put(&[200, 3], (0..600).map(f64::from).collect::<Vec<f64>>());
+    let missing = f.path().join("no-such-dir").join("out.npy");
+    for eng in engines() {
+        let x = eng.open(&p).unwrap();
+        let blocks = Arc::new(AtomicUsize::new(0));
+        let counter = blocks.clone();
+        let y = x.map_blocks::<f64, f64, _>(3, move |b| {
+            counter.fetch_add(1, SeqCst);
+            b.to_owned()
+        });
+        let cases = [
+            ("standardize", (&y - &y.mean(0)) / &y.std(0, 0)),
+            ("sort", (&y * 2.0).sort()),
+            ("minus the median", &y - &y.median(0)),
+        ];
+        for (what, e) in cases {
+            let err = eng.write_npy(&e, &missing).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Array(outcore_chunker::Error::Io { path, .. })
+                        if path.ends_with("no-such-dir")
+                ),
+                "{what}: {err:?}"
+            );
+            assert_eq!(
+                blocks.load(SeqCst),
+                0,
+                "{what}: blocks read before the error"
+            );
+            let out = f.path().join("out.npy");
+            eng.write_npy(&e, &out).unwrap();
+            assert!(blocks.swap(0, SeqCst) > 0, "{what}: no block counted");
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+}
+
 #[test]
 fn writing_to_an_existing_path_is_an_error() {
     let mut f = Files::new();
