@@ -675,3 +675,144 @@ fn values_do_not_depend_on_thread_count() {
         );
     }
 }
+
+/// `--ops any,all,count_nonzero,ptp`: NumPy's `np.any`, `np.all`,
+/// `np.count_nonzero` and `np.ptp` (the values below are NumPy 2.4's for
+/// the same data). Booleans are JSON true/false, counts JSON integers
+/// (int64, over all elements too), ptp keeps the input's kind: integers
+/// exact and wrapped as NumPy's max - min (int8 [-128, 127] gives -1),
+/// floats as numbers, NaN and infinities as strings. NaN counts as
+/// nonzero, -0.0 as zero; ptp of bool and ptp of nothing are errors.
+#[test]
+fn any_all_count_nonzero_ptp_as_json() {
+    let dir = tempdir();
+    let ops = "any,all,count_nonzero,ptp";
+    let (nan, inf) = (f64::NAN, f64::INFINITY);
+    #[rustfmt::skip]
+    let x = [
+        -0.0, nan, 1.5, 2.5,
+        -0.0, 2.0, -1.0, -4.0,
+        -0.0, 0.0, inf, 7.0,
+        -0.0, 3.0, 0.25, 1.0,
+    ];
+    write_npy(&dir.path().join("x.npy"), &[4, 4], &x);
+    let v = stats(dir.path(), &["x.npy", "--ops", ops, "--axis", "0"]);
+    assert_eq!(v["ops"], json!(["any", "all", "count_nonzero", "ptp"]));
+    assert_eq!(v["axis"], json!("0"));
+    let r = &v["results"];
+    assert_eq!(r["any"], json!([false, true, true, true]), "{v}");
+    assert_eq!(r["all"], json!([false, false, true, true]), "{v}");
+    assert_eq!(r["count_nonzero"], json!([0, 3, 4, 4]), "{v}");
+    let counts = r["count_nonzero"].as_array().unwrap();
+    assert!(counts.iter().all(Value::is_i64), "{v}");
+    // Floats stay floats (11.0, not 11); -0.0 - -0.0 is +0.0.
+    assert_eq!(r["ptp"], json!([0.0, "nan", "inf", 11.0]), "{v}");
+    assert!(r["ptp"][3].is_f64(), "{v}");
+    assert!(r["ptp"][0].as_f64().unwrap().is_sign_positive(), "{v}");
+
+    let v = stats(dir.path(), &["x.npy", "--ops", ops]);
+    assert_eq!(
+        v["results"],
+        json!({"any": true, "all": false, "count_nonzero": 11, "ptp": "nan"})
+    );
+    assert!(v["results"]["count_nonzero"].is_i64(), "{v}");
+    let v = stats(dir.path(), &["x.npy", "--ops", ops, "--axis", "1"]);
+    assert_eq!(
+        v["results"],
+        json!({
+            "any": [true, true, true, true],
+            "all": [false, false, false, false],
+            "count_nonzero": [3, 3, 2, 3],
+            "ptp": ["nan", 6.0, "inf", 3.0],
+        })
+    );
+
+    // int8: ptp wraps; 3 - (-128) = 131 is -125.
+    write_npy(
+        &dir.path().join("i.npy"),
+        &[3, 2],
+        &[-128i8, 3, 127, 1, 0, 5],
+    );
+    let v = stats(dir.path(), &["i.npy", "--ops", ops, "--axis", "0"]);
+    assert_eq!(
+        v["results"],
+        json!({
+            "any": [true, true],
+            "all": [false, true],
+            "count_nonzero": [2, 3],
+            "ptp": [-1, 4],
+        })
+    );
+    assert!(v["results"]["ptp"][0].is_i64(), "{v}");
+    let v = stats(dir.path(), &["i.npy", "--ops", "ptp,count_nonzero"]);
+    assert_eq!(v["results"], json!({"ptp": -1, "count_nonzero": 5}));
+    let v = stats(dir.path(), &["i.npy", "--ops", "ptp", "--axis", "1"]);
+    assert_eq!(v["results"]["ptp"], json!([-125, 126, 5]));
+
+    // uint64: exact past 2^63. A 1-d array's axis 0 is a list of one value.
+    write_npy(&dir.path().join("u.npy"), &[3], &[0u64, u64::MAX, 7]);
+    let v = stats(dir.path(), &["u.npy", "--ops", ops, "--axis", "0"]);
+    assert_eq!(v["results"]["ptp"][0].as_u64(), Some(u64::MAX), "{v}");
+    assert_eq!(v["results"]["count_nonzero"], json!([2]));
+    assert_eq!(v["results"]["all"], json!([false]));
+
+    // float16: 65504 - (-65504) overflows float16 to inf, as NumPy's
+    // float16 subtraction does; 65502.5 rounds to 65504.
+    let h = [65504.0, 1.5, -65504.0, 0.5].map(f16::from_f64);
+    write_npy(&dir.path().join("h.npy"), &[2, 2], &h);
+    let v = stats(dir.path(), &["h.npy", "--ops", "ptp", "--axis", "0"]);
+    assert_eq!(v["dtype"], json!("float16"));
+    assert_eq!(v["results"]["ptp"], json!(["inf", 1.0]));
+    let v = stats(dir.path(), &["h.npy", "--ops", "ptp", "--axis", "1"]);
+    assert_eq!(v["results"]["ptp"], json!([65504.0, 65504.0]));
+
+    // bool: any/all/count_nonzero are fine, ptp is refused (NumPy raises
+    // TypeError for the bool subtract).
+    write_npy(
+        &dir.path().join("b.npy"),
+        &[3, 2],
+        &[true, false, true, false, true, true],
+    );
+    let v = stats(
+        dir.path(),
+        &["b.npy", "--ops", "any,all,count_nonzero", "--axis", "0"],
+    );
+    assert_eq!(
+        v["results"],
+        json!({"any": [true, true], "all": [true, false], "count_nonzero": [3, 1]})
+    );
+    let line = cli(dir.path(), &["stats", "b.npy", "--ops", "ptp"])
+        .error(1)
+        .to_string();
+    assert!(line.contains("b.npy") && line.contains("bool"), "{line}");
+
+    // Nothing to reduce: any is false, all true, count_nonzero 0; ptp is
+    // NumPy's "zero-size array" error.
+    generate(dir.path(), "e.npy", "0,3", "f64", &[]);
+    let v = stats(
+        dir.path(),
+        &["e.npy", "--ops", "any,all,count_nonzero", "--axis", "0"],
+    );
+    assert_eq!(
+        v["results"],
+        json!({
+            "any": [false, false, false],
+            "all": [true, true, true],
+            "count_nonzero": [0, 0, 0],
+        })
+    );
+    let v = stats(dir.path(), &["e.npy", "--ops", "any,all,count_nonzero"]);
+    assert_eq!(
+        v["results"],
+        json!({"any": false, "all": true, "count_nonzero": 0})
+    );
+    for axis in ["all", "0"] {
+        let line = cli(
+            dir.path(),
+            &["stats", "e.npy", "--ops", "ptp", "--axis", axis],
+        )
+        .error(1)
+        .to_string();
+        assert!(line.contains("e.npy") && line.contains("empty"), "{line}");
+    }
+}
