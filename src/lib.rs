@@ -41,6 +41,7 @@
 
 pub use outcore_chunker as chunker;
 pub use outcore_exec as exec;
+pub use outcore_kernels as kernels;
 pub use outcore_spill as spill;
 
 pub use outcore_chunker::{
@@ -49,7 +50,7 @@ pub use outcore_chunker::{
 };
 pub use outcore_exec::{
     AnyArray, CancelToken, Engine, EngineBuilder, Error, Explain, Expr, Quantile, QuantileMethod,
-    ReduceAxis, ReduceOp, Result, RunReport, Scalar, aggregate,
+    ReduceAxis, ReduceKind, ReduceOp, Result, RunReport, Scalar, aggregate,
 };
 pub use outcore_spill::{
     Consumer, MemoryBudget, Reservation, SpillSpace, available_memory, default_limit, format_bytes,

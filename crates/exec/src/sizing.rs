@@ -182,9 +182,9 @@ pub(crate) enum StepSize {
 }
 
 /// Sizes every step of `plan`, with placeholders of the right shape for
-/// the values of earlier steps. Operators are checked first: a limit too
-/// small for one is refused naming the largest of their smallest limits;
-/// then the passes, naming the smallest limit that works for all of them.
+/// the values of earlier steps. A limit too small for any step is refused
+/// naming the smallest limit that works for all of them (with the detail
+/// of the step that needs the most).
 pub(crate) fn size_plan(
     rt: &Runtime,
     plan: &Plan,
@@ -249,9 +249,6 @@ pub(crate) fn size_plan(
             }
             Err(err) => return Err(err),
         }
-    }
-    if let Some(err) = worst {
-        return Err(err);
     }
     // Values known already stand as zeroed copies too: a clone of a row
     // of millions of results would be memory outside the budget.
@@ -321,7 +318,18 @@ pub(crate) fn size_plan(
             Step::Op { .. } => sized.extend(op),
         }
     }
-    match too_small {
+    // The step needing the most names the detail; the minimum works for
+    // every step.
+    let op_minimum = match &worst {
+        Some(Error::LimitTooSmall { minimum, .. }) => *minimum,
+        _ => 0,
+    };
+    let (worst, minimum) = if op_minimum >= minimum {
+        (worst.or(too_small), op_minimum)
+    } else {
+        (too_small.or(worst), minimum)
+    };
+    match worst {
         Some(Error::LimitTooSmall {
             limit,
             row_bytes,

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ndarray::{ArrayD, ArrayView2};
+use outcore::kernels::reduce::{kind_named, kinds};
 use outcore::{AnyArray, ArrayWriter, Element, Expr, OutputSpec, ReduceAxis, ReduceOp};
 use serde_json::{Map, Value, json};
 
@@ -55,9 +56,9 @@ pub(crate) struct Args {
     axis: Axis,
 
     /// Reductions, comma-separated: sum, mean, min, max, var, std, argmin,
-    /// argmax, nansum, nanmean, nanmin, nanmax, nanvar, nanstd, and the
-    /// exact median and quantile:Q (0 <= Q <= 1, NumPy's linear
-    /// interpolation; --axis all or 0).
+    /// argmax, nansum, nanmean, nanmin, nanmax, nanvar, nanstd, any, all,
+    /// count_nonzero, ptp, and the exact median and quantile:Q
+    /// (0 <= Q <= 1, NumPy's linear interpolation; --axis all or 0).
     #[arg(long, value_name = "OPS", value_delimiter = ',',
           default_value = "sum,mean,std,min,max", value_parser = parse_op)]
     ops: Vec<OpName>,
@@ -140,6 +141,9 @@ enum StatOp {
     Median,
     /// The exact quantile `q`.
     Quantile(f64),
+    /// A reduction that is a kernel of its own (`any`, `ptp`, ...), by its
+    /// registered name.
+    Kind(&'static str),
 }
 
 impl OpName {
@@ -176,8 +180,11 @@ fn parse_op(input: &str) -> Result<OpName, String> {
             )),
         };
     }
-    match ReduceOp::parse(name, 0) {
-        Some(op) => Ok(OpName(name.to_string(), StatOp::Reduce(op))),
+    if let Some(op) = ReduceOp::parse(name, 0) {
+        return Ok(OpName(name.to_string(), StatOp::Reduce(op)));
+    }
+    match kind_named(name) {
+        Some(kind) => Ok(OpName(name.to_string(), StatOp::Kind(kind.name()))),
         None => Err(format!("unknown op '{name}' (valid ops: {})", valid_ops())),
     }
 }
@@ -185,6 +192,7 @@ fn parse_op(input: &str) -> Result<OpName, String> {
 /// The names `--ops` accepts, comma-separated.
 fn valid_ops() -> String {
     let mut names: Vec<&str> = ReduceOp::ALL.map(ReduceOp::name).to_vec();
+    names.extend(kinds().iter().map(|k| k.name()));
     names.extend(["median", "quantile:Q"]);
     names.join(", ")
 }
@@ -234,12 +242,18 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let axis = args.axis.reduce_axis();
     let exprs: Vec<Expr> = ops
         .iter()
-        .map(|&op| match op {
-            StatOp::Reduce(op) => x.reduce(op, axis),
-            StatOp::Median => x.median(axis),
-            StatOp::Quantile(q) => x.quantile(q, axis),
+        .map(|&op| {
+            Ok(match op {
+                StatOp::Reduce(op) => x.reduce(op, axis),
+                StatOp::Median => x.median(axis),
+                StatOp::Quantile(q) => x.quantile(q, axis),
+                StatOp::Kind(name) => x.reduce_kind(
+                    kind_named(name).ok_or_else(|| anyhow::anyhow!("unknown op '{name}'"))?,
+                    axis,
+                ),
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let head = Head {
         path: path.display().to_string(),
         shape,
