@@ -231,9 +231,9 @@ fn an_aggregate_and_mean_over_the_same_input_read_it_once() {
         assert_eq!(report.bytes_read, 1000 * 3 * 8, "the file's data, once");
         assert_eq!(counts, AnyArray::from(ndarray::arr1(&want).into_dyn()));
         let mean = f64s(&mean);
-        for c in 0..3 {
+        for (c, got) in mean.iter().enumerate() {
             let m = x.column(c).sum() / 1000.0;
-            assert!((mean[c] - m).abs() < 1e-12, "{} vs {m}", mean[c]);
+            assert!((got - m).abs() < 1e-12, "{got} vs {m}");
         }
         // explain agrees: one pass, both reductions in it.
         let plan = engine.explain((e.mean(0), &h)).unwrap();
