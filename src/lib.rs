@@ -15,11 +15,17 @@
 //! * [`spill`] — the memory budget: [`MemoryBudget`], [`Reservation`],
 //!   size parsing/formatting ([`parse_size`], [`format_bytes`]), and
 //!   unnamed spill files ([`SpillSpace`]).
+//! * [`kernels`] — pure compute over block views: the reduction kernels
+//!   and their mergeable states ([`kernels::Kernel`]), the registered
+//!   reductions of their own ([`ReduceKind`]: `any`, `all`,
+//!   `count_nonzero`, `ptp`), the elementwise evaluator, casts, sort keys.
 //! * [`exec`] — the engine: [`Engine`], lazy [`Expr`]essions, reductions
-//!   ([`ReduceOp`]), exact quantiles ([`Quantile`]), external sort and
-//!   cumsum ([`Expr::sort`], [`Expr::cumsum`]), results ([`AnyArray`]) and
-//!   [`RunReport`]s; [`CancelToken`] stops a run between blocks;
-//!   [`Error`] covers every crate's errors.
+//!   ([`ReduceOp`]), user [`aggregate::Aggregate`]s as expressions, exact
+//!   quantiles ([`Quantile`]), external sort and cumsum ([`Expr::sort`],
+//!   [`Expr::cumsum`]), results ([`AnyArray`]) and [`RunReport`]s;
+//!   [`CancelToken`] stops a run between blocks; [`Error`] covers every
+//!   crate's errors.
+//! * [`prelude`] — what a pipeline needs, in one `use`.
 //!
 //! # Example
 //!
@@ -52,6 +58,33 @@ pub use outcore_exec::{
     AnyArray, CancelToken, Engine, EngineBuilder, Error, Explain, Expr, Quantile, QuantileMethod,
     ReduceAxis, ReduceKind, ReduceOp, Result, RunReport, Scalar, aggregate,
 };
+/// What a pipeline needs, in one `use outcore::prelude::*;`.
+///
+/// ```
+/// use outcore::prelude::*;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("x.npy");
+/// let w = ArrayWriter::create(&path, OutputSpec::npy(DType::F64, vec![3, 2]))?;
+/// w.write_block(0, ndarray::array![[1.0, 0.0], [2.0, 0.0], [3.0, 5.0]].view())?;
+/// w.finish()?;
+///
+/// let engine = Engine::builder().memory_limit(16 << 20).build()?;
+/// let x = engine.open(&path)?;
+/// let (mean, nonzero) = engine.compute((x.mean(0), x.count_nonzero(0)))?;
+/// assert_eq!(mean.to_scalars(), vec![Scalar::Float(2.0), Scalar::Float(5.0 / 3.0)]);
+/// assert_eq!(nonzero.to_scalars(), vec![Scalar::Int(3), Scalar::Int(1)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub mod prelude {
+    pub use outcore_chunker::{ArrayWriter, DType, OutputSpec, RawSpec, ReadMode};
+    pub use outcore_exec::aggregate::{Aggregate, ArrayOutput};
+    pub use outcore_exec::{
+        AnyArray, CancelToken, Engine, EngineBuilder, Error, Expr, IntoAxis, IntoExpr,
+        QuantileMethod, ReduceAxis, ReduceOp, Result, Scalar,
+    };
+}
+
 pub use outcore_spill::{
     Consumer, MemoryBudget, Reservation, SpillSpace, available_memory, default_limit, format_bytes,
     parse_size, process_memory,

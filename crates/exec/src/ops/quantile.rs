@@ -698,7 +698,7 @@ fn pass_size(
 /// into the state `start` makes, within what the budget has beside the
 /// `held` bytes selection holds. Returns the merged state and the
 /// reservation standing for it (drop it after the state).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a pass is its three closures plus what sizes it; a struct would only rename them
 fn read_pass<T: SortKey, S: Send, M>(
     rt: &Runtime,
     src: &ArrayFile,
@@ -940,7 +940,7 @@ fn select<T: QuantileElement>(
 
 /// The last pass: collects the keys in `intervals` and picks the ranks
 /// (`sizes`: the bytes selection holds, the merged keys' and a block's).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the selection state it reads, each part borrowed apart
 fn collect<T: QuantileElement>(
     rt: &Runtime,
     src: &ArrayFile,
