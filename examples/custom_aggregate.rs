@@ -1,14 +1,17 @@
 //! Your own reductions with the `Aggregate` trait: a histogram, and the Gram
 //! matrix XᵀX of centred data → the covariance matrix. The engine runs them
 //! in parallel over blocks, merges partial states in block order, and keeps
-//! everything under the budget. States are serialisable (serde), so they
-//! could be merged across processes too.
+//! everything under the budget. As expressions (`Expr::aggregate`) they
+//! share one pass with the built-in reductions over the same input, and
+//! their results feed later expressions. States are serialisable (serde),
+//! so they could be merged across processes too.
 //!
 //! Replaces:
 //!
 //! ```python
 //! x = np.load("x.npy")
 //! counts, _ = np.histogram(x, bins=16, range=(-4, 4))
+//! mean, std = x.mean(), x.std()
 //! cov = np.cov(x, rowvar=False)
 //! ```
 //!
@@ -58,6 +61,10 @@ impl Aggregate<f64> for Histogram {
     fn state_bytes(&self, _row_len: usize) -> usize {
         self.bins * 8
     }
+
+    fn output_shape(&self, _rows: u64, _row_len: usize) -> Vec<u64> {
+        vec![self.bins as u64]
+    }
 }
 
 /// XᵀX of the rows, as a flat row_len × row_len matrix.
@@ -96,6 +103,10 @@ impl Aggregate<f64> for Gram {
     fn state_bytes(&self, row_len: usize) -> usize {
         row_len * row_len * 8
     }
+
+    fn output_shape(&self, _rows: u64, row_len: usize) -> Vec<u64> {
+        vec![row_len as u64, row_len as u64]
+    }
 }
 
 fn main() {
@@ -122,19 +133,27 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::builder().memory_limit(args.limit).build()?;
     let x = engine.open(&path)?;
 
+    // The histogram, the mean and the std in one pass over the file.
     let t = std::time::Instant::now();
-    let counts = engine.aggregate(
-        &x,
-        Histogram {
-            lo: -4.0,
-            hi: 4.0,
-            bins: 16,
-        },
-    )?;
+    let hist = x.aggregate(Histogram {
+        lo: -4.0,
+        hi: 4.0,
+        bins: 16,
+    });
+    let ((counts, mean, std), report) =
+        engine.compute_with_report((&hist, x.mean(None), x.std(None, 0)))?;
     println!(
-        "histogram of N(0, 1) over [-4, 4), 16 bins ({:.3} s):",
-        t.elapsed().as_secs_f64()
+        "histogram of N(0, 1) over [-4, 4), 16 bins, mean {:+.4}, std {:.4} \
+         ({:.3} s, {} pass{}):",
+        mean.to_f64()[[]],
+        std.to_f64()[[]],
+        t.elapsed().as_secs_f64(),
+        report.passes,
+        if report.passes == 1 { "" } else { "es" }
     );
+    let outcore::AnyArray::U64(counts) = counts else {
+        return Err("the histogram's counts are uint64".into());
+    };
     let total: u64 = counts.iter().sum();
     for (i, c) in counts.iter().enumerate() {
         let lo = -4.0 + i as f64 * 0.5;
@@ -147,10 +166,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // Covariance = Gram matrix of the centred data / (n − 1): the engine
     // computes the column means in a first pass, then streams x − mean
-    // through the aggregate in a second (stable: no E[xxᵀ] − μμᵀ).
+    // through the aggregate in a second (stable: no E[xxᵀ] − μμᵀ), and
+    // divides the matrix as an expression of its result.
     let t = std::time::Instant::now();
     let centred = &x - &x.mean(0);
-    let cov = engine.aggregate(&centred, Gram)? / (rows - 1) as f64;
+    let cov = engine.compute(centred.aggregate(Gram) / (rows - 1) as f64)?;
+    let cov = cov.to_f64().into_dimensionality::<ndarray::Ix2>()?;
     println!(
         "covariance ({:.3} s), top-left 3 × 3:",
         t.elapsed().as_secs_f64()
