@@ -12,12 +12,10 @@ pub enum Error {
     /// Opening, reading or writing an array failed.
     #[error(transparent)]
     Array(#[from] outcore_chunker::Error),
-    /// A spill file could not be created or written (quota, full disk).
+    /// A spill file could not be created or written (quota, full disk), or
+    /// the memory budget refused a reservation.
     #[error(transparent)]
-    Spill(#[from] outcore_spill::SpillError),
-    /// The memory budget refused a reservation.
-    #[error(transparent)]
-    Budget(#[from] outcore_spill::BudgetError),
+    Spill(#[from] outcore_spill::Error),
     /// The memory limit cannot hold even one row of the computation.
     #[error(
         "memory limit {} is too small: one row of this computation needs {} \

@@ -123,7 +123,7 @@ impl Runtime {
         loop {
             match self.try_reserve_all(sizing) {
                 Ok(r) => return Ok(r),
-                Err(outcore_spill::BudgetError::Exhausted { .. }) => {
+                Err(outcore_spill::Error::Exhausted { .. }) => {
                     // Wait until the whole amount is free, then try again.
                     let total = sizing.total();
                     drop(self.budget.reserve(Consumer::Other, total)?);
@@ -142,7 +142,7 @@ impl Runtime {
     fn try_reserve_all(
         &self,
         sizing: &Sizing,
-    ) -> std::result::Result<Reserved, outcore_spill::BudgetError> {
+    ) -> std::result::Result<Reserved, outcore_spill::Error> {
         let mut fixed = Vec::new();
         for &(c, b) in &sizing.fixed {
             fixed.push(self.budget.try_reserve(c, b)?);

@@ -195,7 +195,7 @@ pub(crate) fn size_plan(
         for (dtype, shape) in &plan.slots {
             let bytes = shape.iter().product::<u64>() * dtype.itemsize() as u64;
             if bytes > quota {
-                return Err(outcore_spill::SpillError::Quota {
+                return Err(outcore_spill::Error::Quota {
                     dir: rt.spill().dir().to_path_buf(),
                     requested: bytes,
                     used: rt.spill().used(),

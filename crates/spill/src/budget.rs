@@ -4,12 +4,13 @@
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+use crate::error::{Error, Result};
 use crate::size::format_bytes;
 
 /// What a [`Reservation`] holds memory for.
 ///
 /// Every reservation is tagged by one consumer, so that [`BudgetUsage`] and
-/// [`BudgetError::Exhausted`] can say where the memory went. `Display` prints
+/// [`Error::Exhausted`] can say where the memory went. `Display` prints
 /// the lowercase name (`reader`, `kernel`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -62,68 +63,6 @@ impl Consumer {
 impl fmt::Display for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// The error returned when a reservation cannot be granted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BudgetError {
-    /// The request would fit in the limit, but not next to what is reserved
-    /// now.
-    #[error(
-        "memory budget exhausted: {consumer} requested {} but {} of {} is reserved{}",
-        format_bytes(*.requested),
-        format_bytes(*.reserved),
-        format_bytes(*.limit),
-        TopConsumers(.top)
-    )]
-    Exhausted {
-        /// Who asked.
-        consumer: Consumer,
-        /// How many more bytes were asked for.
-        requested: u64,
-        /// Bytes reserved (by everyone) when the request failed.
-        reserved: u64,
-        /// The budget's limit in bytes.
-        limit: u64,
-        /// Consumers holding memory when the request failed, largest first.
-        top: Vec<(Consumer, u64)>,
-    },
-    /// The request is larger than the whole limit: it can never be granted,
-    /// however much is released.
-    #[error(
-        "memory budget too small: {consumer} requested {} but the whole budget is {}",
-        format_bytes(*.requested),
-        format_bytes(*.limit)
-    )]
-    TooLarge {
-        /// Who asked.
-        consumer: Consumer,
-        /// How many bytes were asked for.
-        requested: u64,
-        /// The budget's limit in bytes.
-        limit: u64,
-    },
-}
-
-/// Formats the `top` list of [`BudgetError::Exhausted`].
-struct TopConsumers<'a>(&'a [(Consumer, u64)]);
-
-impl fmt::Display for TopConsumers<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (consumer, bytes)) in self.0.iter().enumerate() {
-            let sep = if i == 0 {
-                " (largest consumers: "
-            } else {
-                ", "
-            };
-            write!(f, "{sep}{consumer} {}", format_bytes(*bytes))?;
-        }
-        if !self.0.is_empty() {
-            f.write_str(")")?;
-        }
-        Ok(())
     }
 }
 
@@ -226,14 +165,14 @@ impl State {
         self.per_consumer[consumer.index()].sub(bytes);
     }
 
-    fn exhausted(&self, consumer: Consumer, requested: u64, limit: u64) -> BudgetError {
+    fn exhausted(&self, consumer: Consumer, requested: u64, limit: u64) -> Error {
         let mut top: Vec<(Consumer, u64)> = Consumer::ALL
             .iter()
             .map(|&c| (c, self.per_consumer[c.index()].reserved))
             .filter(|&(_, bytes)| bytes > 0)
             .collect();
         top.sort_by_key(|&(_, bytes)| std::cmp::Reverse(bytes));
-        BudgetError::Exhausted {
+        Error::Exhausted {
             consumer,
             requested,
             reserved: self.total.reserved,
@@ -258,7 +197,7 @@ impl Inner {
     }
 
     /// Checks a request that must be granted now, and grants it.
-    fn try_add(&self, consumer: Consumer, bytes: u64) -> Result<(), BudgetError> {
+    fn try_add(&self, consumer: Consumer, bytes: u64) -> Result<()> {
         if bytes > self.limit {
             return Err(self.too_large(consumer, bytes));
         }
@@ -283,8 +222,8 @@ impl Inner {
         }
     }
 
-    fn too_large(&self, consumer: Consumer, requested: u64) -> BudgetError {
-        BudgetError::TooLarge {
+    fn too_large(&self, consumer: Consumer, requested: u64) -> Error {
+        Error::TooLarge {
             consumer,
             requested,
             limit: self.limit,
@@ -344,10 +283,10 @@ impl MemoryBudget {
     ///
     /// # Errors
     ///
-    /// [`BudgetError::TooLarge`] if `bytes` exceeds the limit, otherwise
-    /// [`BudgetError::Exhausted`] if `bytes` are not available now. On
+    /// [`Error::TooLarge`] if `bytes` exceeds the limit, otherwise
+    /// [`Error::Exhausted`] if `bytes` are not available now. On
     /// error nothing is reserved.
-    pub fn try_reserve(&self, consumer: Consumer, bytes: u64) -> Result<Reservation, BudgetError> {
+    pub fn try_reserve(&self, consumer: Consumer, bytes: u64) -> Result<Reservation> {
         self.inner.try_add(consumer, bytes)?;
         Ok(self.reservation(consumer, bytes))
     }
@@ -366,10 +305,10 @@ impl MemoryBudget {
     ///
     /// # Errors
     ///
-    /// [`BudgetError::TooLarge`], immediately and without waiting, if
+    /// [`Error::TooLarge`], immediately and without waiting, if
     /// `bytes` exceeds the limit, since no amount of releasing could make it
     /// fit.
-    pub fn reserve(&self, consumer: Consumer, bytes: u64) -> Result<Reservation, BudgetError> {
+    pub fn reserve(&self, consumer: Consumer, bytes: u64) -> Result<Reservation> {
         let inner = &*self.inner;
         if bytes > inner.limit {
             return Err(inner.too_large(consumer, bytes));
@@ -470,7 +409,7 @@ impl Reservation {
     ///
     /// As [`MemoryBudget::try_reserve`]; on error the reservation is
     /// unchanged.
-    pub fn try_grow(&mut self, bytes: u64) -> Result<(), BudgetError> {
+    pub fn try_grow(&mut self, bytes: u64) -> Result<()> {
         self.budget.inner.try_add(self.consumer, bytes)?;
         self.size += bytes;
         Ok(())
@@ -538,7 +477,7 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<MemoryBudget>();
         check::<Reservation>();
-        check::<BudgetError>();
+        check::<Error>();
     }
 
     #[test]

@@ -23,65 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::Mmap;
 
-use crate::size::format_bytes;
-
-/// Why a spill operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SpillError {
-    /// The spill quota would be exceeded.
-    #[error(
-        "spill quota exceeded in {dir}: {} requested, {} of {} already in use \
-         (raise the spill quota or the memory limit)",
-        format_bytes(*requested), format_bytes(*used), format_bytes(*quota)
-    )]
-    Quota {
-        /// The spill directory.
-        dir: PathBuf,
-        /// Bytes requested.
-        requested: u64,
-        /// Bytes held by live spill files.
-        used: u64,
-        /// The quota.
-        quota: u64,
-    },
-    /// The disk has no room for the file.
-    #[error(
-        "no space for a {} spill file in {dir}: {error} (free space or choose another spill directory)",
-        format_bytes(*requested)
-    )]
-    NoSpace {
-        /// The spill directory.
-        dir: PathBuf,
-        /// Bytes requested.
-        requested: u64,
-        /// What the operating system said (part of the message, so not
-        /// also a `source()`, which would print it twice).
-        error: io::Error,
-    },
-    /// Creating, writing or mapping a spill file failed.
-    #[error("spill file in {dir}: cannot {op}: {source}")]
-    Io {
-        /// The spill directory.
-        dir: PathBuf,
-        /// What was being done.
-        op: &'static str,
-        /// What the operating system said.
-        source: io::Error,
-    },
-    /// A read or write outside the file's allocated space.
-    #[error("spill file in {dir}: bytes {offset}..{end} are outside its {len} bytes")]
-    OutOfBounds {
-        /// The spill directory.
-        dir: PathBuf,
-        /// First byte.
-        offset: u64,
-        /// One past the last byte.
-        end: u64,
-        /// The file's size.
-        len: u64,
-    },
-}
+use crate::error::{Error, Result};
 
 #[derive(Debug)]
 struct Space {
@@ -174,10 +116,10 @@ impl SpillSpace {
     ///
     /// # Errors
     ///
-    /// [`SpillError::Quota`] when the quota would be exceeded,
-    /// [`SpillError::NoSpace`] when the disk is full, [`SpillError::Io`]
+    /// [`Error::Quota`] when the quota would be exceeded,
+    /// [`Error::NoSpace`] when the disk is full, [`Error::Io`]
     /// when the directory is missing or not writable.
-    pub fn create(&self, len: u64) -> Result<SpillFile, SpillError> {
+    pub fn create(&self, len: u64) -> Result<SpillFile> {
         let s = &self.0;
         // Claim the quota first, so racing creators cannot both fit.
         let mut used = s.used.load(Ordering::Relaxed);
@@ -186,7 +128,7 @@ impl SpillSpace {
             if let Some(quota) = s.quota
                 && next > quota
             {
-                return Err(SpillError::Quota {
+                return Err(Error::Quota {
                     dir: s.dir.clone(),
                     requested: len,
                     used,
@@ -208,7 +150,7 @@ impl SpillSpace {
             space: self.clone(),
             len,
         };
-        let file = tempfile::tempfile_in(&s.dir).map_err(|source| SpillError::Io {
+        let file = tempfile::tempfile_in(&s.dir).map_err(|source| Error::Io {
             dir: s.dir.clone(),
             op: "create a temporary file",
             source,
@@ -218,13 +160,13 @@ impl SpillSpace {
                 || source.raw_os_error() == Some(libc::EDQUOT)
                 || source.raw_os_error() == Some(libc::EFBIG)
             {
-                SpillError::NoSpace {
+                Error::NoSpace {
                     dir: s.dir.clone(),
                     requested: len,
                     error: source,
                 }
             } else {
-                SpillError::Io {
+                Error::Io {
                     dir: s.dir.clone(),
                     op: "allocate space",
                     source,
@@ -304,10 +246,10 @@ impl SpillFile {
         &self.file
     }
 
-    fn check(&self, offset: u64, len: u64) -> Result<(), SpillError> {
+    fn check(&self, offset: u64, len: u64) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len() => Ok(()),
-            end => Err(SpillError::OutOfBounds {
+            end => Err(Error::OutOfBounds {
                 dir: self.dir().to_path_buf(),
                 offset,
                 end: end.unwrap_or(u64::MAX),
@@ -321,22 +263,22 @@ impl SpillFile {
     ///
     /// # Errors
     ///
-    /// [`SpillError::OutOfBounds`] past the file's size; [`SpillError::NoSpace`]
-    /// or [`SpillError::Io`] when the write fails.
-    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), SpillError> {
+    /// [`Error::OutOfBounds`] past the file's size; [`Error::NoSpace`]
+    /// or [`Error::Io`] when the write fails.
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         self.check(offset, bytes.len() as u64)?;
         self.file.write_all_at(bytes, offset).map_err(|source| {
             if matches!(
                 source.raw_os_error(),
                 Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
             ) {
-                SpillError::NoSpace {
+                Error::NoSpace {
                     dir: self.dir().to_path_buf(),
                     requested: bytes.len() as u64,
                     error: source,
                 }
             } else {
-                SpillError::Io {
+                Error::Io {
                     dir: self.dir().to_path_buf(),
                     op: "write",
                     source,
@@ -351,16 +293,16 @@ impl SpillFile {
     ///
     /// # Errors
     ///
-    /// [`SpillError::OutOfBounds`] past the file's size; [`SpillError::Io`]
+    /// [`Error::OutOfBounds`] past the file's size; [`Error::Io`]
     /// when mapping fails.
-    pub fn map(&self, offset: u64, len: usize) -> Result<SpillWindow, SpillError> {
+    pub fn map(&self, offset: u64, len: usize) -> Result<SpillWindow> {
         self.check(offset, len as u64)?;
         if len == 0 {
             return Ok(SpillWindow(None));
         }
         crate::map::map_read(&self.file, offset, len)
             .map(|m| SpillWindow(Some(m)))
-            .map_err(|source| SpillError::Io {
+            .map_err(|source| Error::Io {
                 dir: self.dir().to_path_buf(),
                 op: "map",
                 source,
@@ -398,9 +340,9 @@ mod tests {
         assert_eq!(&a.map((1 << 20) - 3, 3).unwrap()[..], &[1, 2, 3]);
         assert!(matches!(
             a.write_at((1 << 20) - 2, &[1, 2, 3]),
-            Err(SpillError::OutOfBounds { .. })
+            Err(Error::OutOfBounds { .. })
         ));
-        assert!(matches!(b.map(5, 6), Err(SpillError::OutOfBounds { .. })));
+        assert!(matches!(b.map(5, 6), Err(Error::OutOfBounds { .. })));
         assert!(b.map(10, 0).unwrap().is_empty());
         drop(a);
         assert_eq!(space.used(), 10);
@@ -417,7 +359,7 @@ mod tests {
         let err = space.create(41).unwrap_err();
         assert!(matches!(
             err,
-            SpillError::Quota {
+            Error::Quota {
                 requested: 41,
                 used: 60,
                 quota: 100,
@@ -434,7 +376,7 @@ mod tests {
     fn missing_directory_is_an_error() {
         let space = SpillSpace::new("/nonexistent/outcore-spill");
         let err = space.create(10).unwrap_err();
-        assert!(matches!(err, SpillError::Io { .. }), "{err}");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
         assert!(err.to_string().contains("/nonexistent/outcore-spill"));
         assert_eq!(space.used(), 0);
     }

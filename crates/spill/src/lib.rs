@@ -19,9 +19,6 @@
 //!   with a block.
 //! * [`BudgetUsage`] is a snapshot of current and peak bytes, in total and per
 //!   [`Consumer`].
-//! * [`BudgetError`] says why a reservation failed: not now
-//!   ([`Exhausted`](BudgetError::Exhausted)) or never
-//!   ([`TooLarge`](BudgetError::TooLarge)).
 //! * [`parse_size`] and [`format_bytes`] read and print sizes such as
 //!   `"1.5 GiB"`; [`default_limit`], [`available_memory`] and
 //!   [`process_memory`] ask the operating system (Linux) about memory.
@@ -29,11 +26,16 @@
 //!   unnamed, fully allocated temporary files, written with `pwrite` and
 //!   read back through mapped [`SpillWindow`]s; nothing is left on disk
 //!   after the process ends, however it ends.
+//! * [`Error`] is the one error of the crate, with the numbers and the
+//!   directory: a reservation refused not now
+//!   ([`Exhausted`](Error::Exhausted)) or never
+//!   ([`TooLarge`](Error::TooLarge)), a spill file's quota, disk or I/O
+//!   failure, or a size that does not parse.
 //!
 //! # Example
 //!
 //! ```
-//! use outcore_spill::{BudgetError, Consumer, MemoryBudget, parse_size};
+//! use outcore_spill::{Consumer, Error, MemoryBudget, parse_size};
 //!
 //! let budget = MemoryBudget::new(parse_size("64MiB")?);
 //!
@@ -44,7 +46,7 @@
 //!
 //! // 60 MiB are reserved: 8 more do not fit, and nothing changes.
 //! let err = budget.try_reserve(Consumer::Reader, 8 << 20).unwrap_err();
-//! assert!(matches!(err, BudgetError::Exhausted { .. }));
+//! assert!(matches!(err, Error::Exhausted { .. }));
 //! assert_eq!(
 //!     err.to_string(),
 //!     "memory budget exhausted: reader requested 8.0 MiB but 60.0 MiB of 64.0 MiB \
@@ -65,16 +67,16 @@
 
 #![deny(missing_docs)]
 
-pub use crate::budget::{
-    BudgetError, BudgetUsage, Consumer, ConsumerUsage, MemoryBudget, Reservation,
-};
-pub use crate::file::{SpillError, SpillFile, SpillSpace, SpillWindow};
-pub use crate::size::{GIB, KIB, MIB, ParseSizeError, TIB, format_bytes, parse_size};
+pub use crate::budget::{BudgetUsage, Consumer, ConsumerUsage, MemoryBudget, Reservation};
+pub use crate::error::{Error, Result};
+pub use crate::file::{SpillFile, SpillSpace, SpillWindow};
+pub use crate::size::{GIB, KIB, MIB, TIB, format_bytes, parse_size};
 pub use crate::sysmem::{
     ProcessMemory, available_memory, default_limit, process_memory, return_freed_memory,
 };
 
 mod budget;
+mod error;
 mod file;
 mod map;
 mod size;

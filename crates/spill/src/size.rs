@@ -1,5 +1,7 @@
 //! Byte sizes as text: [`format_bytes`] and [`parse_size`].
 
+use crate::error::{Error, Result};
+
 /// One kibibyte, 1024 bytes.
 pub const KIB: u64 = 1 << 10;
 /// One mebibyte, 1024 KiB.
@@ -47,46 +49,6 @@ pub fn format_bytes(bytes: u64) -> String {
     format!("{}.{} {}", t / 10, t % 10, UNITS[exp])
 }
 
-/// The error returned by [`parse_size`]; every variant quotes the input.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ParseSizeError {
-    /// Not a number with an optional unit (empty, garbage, several dots, ...).
-    #[error(
-        "invalid size {input:?}: expected a number with an optional unit, \
-         such as 512MiB, 1.5GiB or 1048576"
-    )]
-    Invalid {
-        /// The text that was parsed.
-        input: String,
-    },
-    /// A number followed by something that is not a known unit.
-    #[error(
-        "invalid size {input:?}: unknown unit {unit:?} (expected B, K, KiB, M, MiB, G, GiB, T or TiB)"
-    )]
-    UnknownUnit {
-        /// The text that was parsed.
-        input: String,
-        /// The unrecognised unit.
-        unit: String,
-    },
-    /// A negative number.
-    #[error("invalid size {input:?}: a size cannot be negative")]
-    Negative {
-        /// The text that was parsed.
-        input: String,
-    },
-    /// More than `u64::MAX` bytes.
-    #[error(
-        "invalid size {input:?}: larger than the maximum of {} bytes",
-        u64::MAX
-    )]
-    Overflow {
-        /// The text that was parsed.
-        input: String,
-    },
-}
-
 /// Fraction digits beyond this many are ignored; they change the result by
 /// far less than a byte.
 const MAX_FRACTION_DIGITS: usize = 20;
@@ -110,20 +72,21 @@ const MAX_FRACTION_DIGITS: usize = 20;
 /// assert_eq!(parse_size("1.5 GiB")?, 3 * GIB / 2);
 /// assert_eq!(parse_size("1048576")?, MIB);
 /// assert!(parse_size("-1G").is_err());
-/// # Ok::<(), outcore_spill::ParseSizeError>(())
+/// # Ok::<(), outcore_spill::Error>(())
 /// ```
 ///
 /// # Errors
 ///
-/// [`ParseSizeError`] if the text is not of that form, is negative, or is
-/// more than `u64::MAX` bytes.
-pub fn parse_size(input: &str) -> Result<u64, ParseSizeError> {
+/// [`Error::InvalidSize`] or [`Error::UnknownUnit`] if the text is not of
+/// that form, [`Error::NegativeSize`] if it is negative, and
+/// [`Error::SizeOverflow`] if it is more than `u64::MAX` bytes.
+pub fn parse_size(input: &str) -> Result<u64> {
     let text = input.trim();
-    let invalid = || ParseSizeError::Invalid {
+    let invalid = || Error::InvalidSize {
         input: input.to_owned(),
     };
     if text.starts_with('-') {
-        return Err(ParseSizeError::Negative {
+        return Err(Error::NegativeSize {
             input: input.to_owned(),
         });
     }
@@ -143,13 +106,13 @@ pub fn parse_size(input: &str) -> Result<u64, ParseSizeError> {
         "g" | "gb" | "gi" | "gib" => GIB,
         "t" | "tb" | "ti" | "tib" => TIB,
         _ => {
-            return Err(ParseSizeError::UnknownUnit {
+            return Err(Error::UnknownUnit {
                 input: input.to_owned(),
                 unit: unit.to_owned(),
             });
         }
     };
-    let overflow = || ParseSizeError::Overflow {
+    let overflow = || Error::SizeOverflow {
         input: input.to_owned(),
     };
     // Only ASCII digits are left in `int` and `frac`.
@@ -265,28 +228,22 @@ mod tests {
         ] {
             let err = parse_size(text).unwrap_err();
             assert!(
-                matches!(
-                    err,
-                    ParseSizeError::Invalid { .. } | ParseSizeError::UnknownUnit { .. }
-                ),
+                matches!(err, Error::InvalidSize { .. } | Error::UnknownUnit { .. }),
                 "{text:?}: {err:?}"
             );
             assert!(err.to_string().contains(&format!("{text:?}")), "{err}");
         }
         assert_eq!(
             parse_size("12XB"),
-            Err(ParseSizeError::UnknownUnit {
+            Err(Error::UnknownUnit {
                 input: "12XB".into(),
                 unit: "XB".into()
             })
         );
-        assert!(matches!(
-            parse_size("1e9"),
-            Err(ParseSizeError::UnknownUnit { .. })
-        ));
+        assert!(matches!(parse_size("1e9"), Err(Error::UnknownUnit { .. })));
         assert!(matches!(
             parse_size("5 MiBs"),
-            Err(ParseSizeError::UnknownUnit { .. })
+            Err(Error::UnknownUnit { .. })
         ));
     }
 
@@ -294,14 +251,11 @@ mod tests {
     fn parse_rejects_negative_and_overflow() {
         assert_eq!(
             parse_size("-1G"),
-            Err(ParseSizeError::Negative {
+            Err(Error::NegativeSize {
                 input: "-1G".into()
             })
         );
-        assert!(matches!(
-            parse_size(" -0"),
-            Err(ParseSizeError::Negative { .. })
-        ));
+        assert!(matches!(parse_size(" -0"), Err(Error::NegativeSize { .. })));
         assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
         for text in [
             "18446744073709551616",
@@ -310,7 +264,7 @@ mod tests {
             "17179869184G",
         ] {
             let err = parse_size(text).unwrap_err();
-            assert_eq!(err, ParseSizeError::Overflow { input: text.into() });
+            assert_eq!(err, Error::SizeOverflow { input: text.into() });
             assert!(err.to_string().contains(text));
         }
     }

@@ -4,7 +4,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use outcore_spill::{BudgetError, Consumer, MemoryBudget, Reservation};
+use outcore_spill::{Consumer, Error, MemoryBudget, Reservation};
 
 #[test]
 fn failed_try_reserve_has_no_side_effect() {
@@ -15,7 +15,7 @@ fn failed_try_reserve_has_no_side_effect() {
     let err = budget.try_reserve(Consumer::Kernel, 31).unwrap_err();
     assert_eq!(
         err,
-        BudgetError::Exhausted {
+        Error::Exhausted {
             consumer: Consumer::Kernel,
             requested: 31,
             reserved: 70,
@@ -25,7 +25,7 @@ fn failed_try_reserve_has_no_side_effect() {
     );
     assert!(matches!(
         budget.try_reserve(Consumer::Kernel, 101),
-        Err(BudgetError::TooLarge {
+        Err(Error::TooLarge {
             requested: 101,
             limit: 100,
             ..
@@ -46,16 +46,13 @@ fn failed_try_grow_has_no_side_effect() {
     let before = budget.usage();
     assert!(matches!(
         r.try_grow(41),
-        Err(BudgetError::Exhausted {
+        Err(Error::Exhausted {
             requested: 41,
             reserved: 60,
             ..
         })
     ));
-    assert!(matches!(
-        r.try_grow(u64::MAX),
-        Err(BudgetError::TooLarge { .. })
-    ));
+    assert!(matches!(r.try_grow(u64::MAX), Err(Error::TooLarge { .. })));
     assert_eq!(r.size(), 60);
     assert_eq!(budget.usage(), before);
     r.try_grow(40).unwrap();
@@ -192,7 +189,7 @@ fn blocking_reserve_of_too_much_fails_at_once() {
     let err = budget.reserve(Consumer::Spill, 101).unwrap_err();
     assert_eq!(
         err,
-        BudgetError::TooLarge {
+        Error::TooLarge {
             consumer: Consumer::Spill,
             requested: 101,
             limit: 100
