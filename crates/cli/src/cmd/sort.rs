@@ -3,41 +3,18 @@
 //!
 //! `sort` is an external merge sort through spill files (sorted runs,
 //! k-way merges, then rows written back); `cumsum` one pass in row order
-//! with a carry. Both write through [`convert::write`](super::convert::write),
-//! so the output is atomic and the report is the same as `convert`'s.
-
-use std::path::PathBuf;
+//! with a carry. Both write through [`job::run`], so the output is atomic
+//! and the report is the same as `convert`'s.
 
 use anyhow::Result;
-use serde_json::Map;
 
-use super::convert::{Job, write};
-use crate::args::{DTypeArg, EngineArgs, OutputArgs};
+use super::job::{self, Job, JobArgs};
 
 /// Arguments of `outcore sort` and `outcore cumsum`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The input .npy file.
-    #[arg(value_name = "IN")]
-    input: PathBuf,
-
-    /// The .npy file to write.
-    #[arg(value_name = "OUT")]
-    out: PathBuf,
-
     #[command(flatten)]
-    engine: EngineArgs,
-
-    #[command(flatten)]
-    output: OutputArgs,
-
-    /// Print one JSON object instead of text, and no progress bar.
-    #[arg(long)]
-    json: bool,
-
-    /// Print the plan and exit without reading or writing anything.
-    #[arg(long)]
-    explain: bool,
+    job: JobArgs,
 }
 
 /// The `about` and `long_about` of `outcore sort`.
@@ -87,26 +64,10 @@ pub(crate) enum Op {
 /// memory limit is too small, the spill directory is full or over its
 /// quota, an integer cumsum overflows, or writing fails.
 pub(crate) fn run(op: Op, args: Args) -> Result<()> {
-    let engine = args
-        .engine
-        .build(!args.json && !args.explain, &args.output)?;
-    let x = engine.open(&args.input)?;
-    let expr = match op {
-        Op::Sort => x.sort(),
-        Op::Cumsum => x.cumsum(),
-    };
-    let job = Job {
-        input: &args.input,
-        out: &args.out,
-        dtype_in: x.dtype(),
-        dtype: DTypeArg {
-            dtype: expr.dtype(),
-            byte_order: None,
-        },
-        expr,
-        extra: Map::new(),
-        json: args.json,
-        explain: args.explain,
-    };
-    write(&engine, job)
+    job::run(&args.job, |x| {
+        Ok(Job::of(match op {
+            Op::Sort => x.sort(),
+            Op::Cumsum => x.cumsum(),
+        }))
+    })
 }

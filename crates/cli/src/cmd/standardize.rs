@@ -3,16 +3,14 @@
 //!
 //! Two passes under the memory limit: one computes each column's mean and
 //! standard deviation, the next streams the array again and writes the
-//! standardized values (see [`super::convert::write`]).
-
-use std::path::PathBuf;
+//! standardized values (see [`job::run`]).
 
 use anyhow::{Result, bail};
 use outcore::{ByteOrder, DType};
 use serde_json::{Map, json};
 
-use crate::args::{self, DTypeArg, EngineArgs, OutputArgs};
-use crate::cmd::convert::{self, Job};
+use super::job::{self, Job, JobArgs};
+use crate::args::{self, DTypeArg};
 
 /// Arguments of `outcore standardize`.
 #[derive(Debug, clap::Args)]
@@ -36,14 +34,6 @@ use crate::cmd::convert::{self, Job};
                   anything."
 )]
 pub(crate) struct Args {
-    /// The input .npy file.
-    #[arg(value_name = "IN")]
-    input: PathBuf,
-
-    /// The .npy file to write.
-    #[arg(value_name = "OUT")]
-    out: PathBuf,
-
     /// Element type of OUT (f64, f32, f16, or a type string such as <f4).
     /// By default, the input's dtype for float inputs, float64 otherwise.
     #[arg(long, value_name = "DTYPE", value_parser = args::parse_dtype)]
@@ -55,18 +45,7 @@ pub(crate) struct Args {
     ddof: u32,
 
     #[command(flatten)]
-    engine: EngineArgs,
-
-    #[command(flatten)]
-    output: OutputArgs,
-
-    /// Print one JSON object instead of text, and no progress bar.
-    #[arg(long)]
-    json: bool,
-
-    /// Print the plan and exit without reading or writing anything.
-    #[arg(long)]
-    explain: bool,
+    job: JobArgs,
 }
 
 /// Runs `outcore standardize`.
@@ -76,47 +55,35 @@ pub(crate) struct Args {
 /// When the input cannot be opened or is 0-d, OUT exists (without
 /// `--force`), the memory limit cannot hold one row, or writing fails.
 pub(crate) fn run(args: Args) -> Result<()> {
-    let engine = args
-        .engine
-        .build(!args.json && !args.explain, &args.output)?;
-    let x = engine.open(&args.input)?;
-    if x.shape().is_empty() {
-        bail!(
-            "{}: standardize needs an array of at least 1 dimension; this one is 0-d",
-            args.input.display()
-        );
-    }
-    let dtype_in = x.dtype();
-    let dtype = args.dtype.unwrap_or(DTypeArg {
-        dtype: if dtype_in.is_float() {
-            dtype_in
+    job::run(&args.job, |x| {
+        if x.shape().is_empty() {
+            bail!(
+                "{}: standardize needs an array of at least 1 dimension; this one is 0-d",
+                args.job.input.display()
+            );
+        }
+        let dtype_in = x.dtype();
+        let dtype = args.dtype.unwrap_or(DTypeArg {
+            dtype: if dtype_in.is_float() {
+                dtype_in
+            } else {
+                DType::F64
+            },
+            byte_order: Some(ByteOrder::NATIVE),
+        });
+        let x = if dtype_in.is_float() {
+            x
         } else {
-            DType::F64
-        },
-        byte_order: Some(ByteOrder::NATIVE),
-    });
-    let x = if dtype_in.is_float() {
-        x
-    } else {
-        x.cast(DType::F64)
-    };
-    let z = (&x - &x.mean(0)) / &x.std(0, args.ddof);
-    let z = if z.dtype() == dtype.dtype {
-        z
-    } else {
-        z.cast(dtype.dtype)
-    };
-    let mut extra = Map::new();
-    extra.insert("ddof".into(), json!(args.ddof));
-    let job = Job {
-        input: &args.input,
-        out: &args.out,
-        dtype_in,
-        expr: z,
-        dtype,
-        extra,
-        json: args.json,
-        explain: args.explain,
-    };
-    convert::write(&engine, job)
+            x.cast(DType::F64)
+        };
+        let z = (&x - &x.mean(0)) / &x.std(0, args.ddof);
+        let expr = if z.dtype() == dtype.dtype {
+            z
+        } else {
+            z.cast(dtype.dtype)
+        };
+        let mut extra = Map::new();
+        extra.insert("ddof".into(), json!(args.ddof));
+        Ok(Job { expr, dtype, extra })
+    })
 }
