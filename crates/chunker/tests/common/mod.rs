@@ -1,8 +1,7 @@
 //! Helpers shared by the integration tests: the NumPy fixture manifest,
 //! exact element comparison, block-by-block reading and a seeded RNG.
 
-// Each test binary includes this module and uses a different subset of it.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test binary includes this module and uses a different subset of it
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

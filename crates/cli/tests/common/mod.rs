@@ -2,8 +2,7 @@
 //! `outcore` binary in a temporary directory, write small arrays with
 //! exact values, read arrays back.
 
-// Each test file uses a different subset of these helpers.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test file uses a different subset of these helpers
 
 use std::ffi::OsStr;
 use std::path::Path;
