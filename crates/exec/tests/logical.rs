@@ -29,8 +29,8 @@ mod common;
 use std::sync::OnceLock;
 
 use common::{
-    Json, Rng, config, dtype_named, engine, fixtures_dir, int_range, read_any, round_to,
-    rows_and_len, same_bits, write_any,
+    Json, Rng, Vals, check_batch, config, dtype_named, engine, fixtures_dir, int_range, read_any,
+    round_to, rows_and_len, same_bits, vals_array, write_any,
 };
 use half::f16;
 use ndarray::{ArrayD, IxDyn};
@@ -506,14 +506,6 @@ fn ptp_of_bool_is_invalid() {
 // ---------------------------------------------------------------------------
 // Against an in-memory reference.
 
-/// Values of a generated input: exact integers (bool as 0/1) or floats
-/// already rounded to the dtype.
-#[derive(Clone, Debug)]
-enum Vals {
-    Int(Vec<i128>),
-    Float(Vec<f64>),
-}
-
 #[derive(Clone, Debug)]
 struct Case {
     dtype: DType,
@@ -529,46 +521,7 @@ struct Case {
 
 impl Case {
     fn array(&self) -> AnyArray {
-        let sh = IxDyn(&self.shape);
-        macro_rules! ints {
-            ($t:ty) => {{
-                let Vals::Int(v) = &self.vals else {
-                    unreachable!()
-                };
-                AnyArray::from(
-                    ArrayD::from_shape_vec(sh, v.iter().map(|&x| x as $t).collect()).unwrap(),
-                )
-            }};
-        }
-        macro_rules! floats {
-            ($f:expr) => {{
-                let Vals::Float(v) = &self.vals else {
-                    unreachable!()
-                };
-                AnyArray::from(ArrayD::from_shape_vec(sh, v.iter().map($f).collect()).unwrap())
-            }};
-        }
-        match self.dtype {
-            DType::Bool => {
-                let Vals::Int(v) = &self.vals else {
-                    unreachable!()
-                };
-                AnyArray::from(
-                    ArrayD::from_shape_vec(sh, v.iter().map(|&x| x != 0).collect()).unwrap(),
-                )
-            }
-            DType::I8 => ints!(i8),
-            DType::I16 => ints!(i16),
-            DType::I32 => ints!(i32),
-            DType::I64 => ints!(i64),
-            DType::U8 => ints!(u8),
-            DType::U16 => ints!(u16),
-            DType::U32 => ints!(u32),
-            DType::U64 => ints!(u64),
-            DType::F16 => floats!(|&x: &f64| f16::from_f64(x)),
-            DType::F32 => floats!(|&x: &f64| x as f32),
-            DType::F64 => floats!(|&x: &f64| x),
-        }
+        vals_array(self.dtype, &self.shape, &self.vals)
     }
 
     fn block_bytes(&self) -> u64 {
@@ -862,27 +815,7 @@ fn run_case(case: &Case) -> Result<(), String> {
         }
     }
     // Everything that must succeed, in one shared pass.
-    let exprs: Vec<Expr> = batch.iter().map(|b| b.1.clone()).collect();
-    match eng.compute(exprs) {
-        Ok(values) => {
-            for ((what, _, want), got) in batch.iter().zip(&values) {
-                check_value(what, got, want)?;
-            }
-        }
-        Err(e) => {
-            // Find the culprit.
-            for (what, expr, want) in &batch {
-                match eng.compute(expr) {
-                    Ok(got) => check_value(what, &got, want)?,
-                    Err(e) => return Err(format!("{what}: unexpected error: {e}")),
-                }
-            }
-            return Err(format!(
-                "the batch failed ({e}) though every reduction alone succeeds"
-            ));
-        }
-    }
-    Ok(())
+    check_batch(&eng, &batch, check_value)
 }
 
 const ALL_DTYPES: &[DType] = &DType::ALL;

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use half::f16;
 use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::{ArrayFile, ArrayWriter, DType, OutputSpec, ReadMode, with_dtype};
 use outcore_exec::{AnyArray, Engine, Scalar};
@@ -448,4 +449,79 @@ pub(crate) fn config(cases: u32) -> proptest::test_runner::Config {
         failure_persistence: None,
         ..proptest::test_runner::Config::default()
     }
+}
+
+/// Values of a generated input: exact integers (bool as 0/1) or floats
+/// already rounded to the dtype.
+#[derive(Clone, Debug)]
+pub(crate) enum Vals {
+    Int(Vec<i128>),
+    Float(Vec<f64>),
+}
+
+/// `vals` as an array of `dtype` and `shape`.
+pub(crate) fn vals_array(dtype: DType, shape: &[usize], vals: &Vals) -> AnyArray {
+    let sh = IxDyn(shape);
+    macro_rules! ints {
+        ($t:ty) => {{
+            let Vals::Int(v) = vals else { unreachable!() };
+            AnyArray::from(
+                ArrayD::from_shape_vec(sh, v.iter().map(|&x| x as $t).collect()).unwrap(),
+            )
+        }};
+    }
+    macro_rules! floats {
+        ($f:expr) => {{
+            let Vals::Float(v) = vals else { unreachable!() };
+            AnyArray::from(ArrayD::from_shape_vec(sh, v.iter().map($f).collect()).unwrap())
+        }};
+    }
+    match dtype {
+        DType::Bool => {
+            let Vals::Int(v) = vals else { unreachable!() };
+            AnyArray::from(ArrayD::from_shape_vec(sh, v.iter().map(|&x| x != 0).collect()).unwrap())
+        }
+        DType::I8 => ints!(i8),
+        DType::I16 => ints!(i16),
+        DType::I32 => ints!(i32),
+        DType::I64 => ints!(i64),
+        DType::U8 => ints!(u8),
+        DType::U16 => ints!(u16),
+        DType::U32 => ints!(u32),
+        DType::U64 => ints!(u64),
+        DType::F16 => floats!(|&x: &f64| f16::from_f64(x)),
+        DType::F32 => floats!(|&x: &f64| x as f32),
+        DType::F64 => floats!(|&x: &f64| x),
+    }
+}
+
+/// Computes the expressions of `batch` (`(what, expr, want)`) in one
+/// shared call and checks each value with `check`; when the batch fails,
+/// finds the expression that fails alone.
+pub(crate) fn check_batch<W>(
+    eng: &Engine,
+    batch: &[(String, outcore_exec::Expr, W)],
+    check: impl Fn(&str, &AnyArray, &W) -> Result<(), String>,
+) -> Result<(), String> {
+    let exprs: Vec<outcore_exec::Expr> = batch.iter().map(|b| b.1.clone()).collect();
+    match eng.compute(exprs) {
+        Ok(values) => {
+            for ((what, _, want), got) in batch.iter().zip(&values) {
+                check(what, got, want)?;
+            }
+        }
+        Err(e) => {
+            // Find the culprit.
+            for (what, expr, want) in batch {
+                match eng.compute(expr) {
+                    Ok(got) => check(what, &got, want)?,
+                    Err(e) => return Err(format!("{what}: unexpected error: {e}")),
+                }
+            }
+            return Err(format!(
+                "the batch failed ({e}) though every reduction alone succeeds"
+            ));
+        }
+    }
+    Ok(())
 }
