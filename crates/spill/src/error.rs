@@ -5,8 +5,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::budget::Consumer;
-use crate::size::format_bytes;
+use crate::consumer::Consumer;
+use crate::units::format_bytes;
 
 /// A `Result` whose error defaults to the spill crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

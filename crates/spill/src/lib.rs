@@ -67,17 +67,21 @@
 
 #![deny(missing_docs)]
 
-pub use crate::budget::{BudgetUsage, Consumer, ConsumerUsage, MemoryBudget, Reservation};
+pub use crate::budget::{BudgetUsage, ConsumerUsage, MemoryBudget, Reservation};
+pub use crate::consumer::Consumer;
 pub use crate::error::{Error, Result};
 pub use crate::file::{SpillFile, SpillSpace, SpillWindow};
-pub use crate::size::{GIB, KIB, MIB, TIB, format_bytes, parse_size};
+pub use crate::size::parse_size;
 pub use crate::sysmem::{
     ProcessMemory, available_memory, default_limit, process_memory, return_freed_memory,
 };
+pub use crate::units::{GIB, KIB, MIB, TIB, format_bytes};
 
 mod budget;
+mod consumer;
 mod error;
 mod file;
 mod map;
 mod size;
 mod sysmem;
+mod units;

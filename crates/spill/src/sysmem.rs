@@ -1,7 +1,7 @@
 //! What the operating system says about memory: available memory for a
 //! default limit, and the process's resident set for checking the budget.
 
-use crate::size::{GIB, MIB};
+use crate::units::{GIB, MIB};
 
 /// The share of available memory that [`default_limit`] takes, as a divisor:
 /// 2 means 50%.
