@@ -104,6 +104,12 @@ pub use outcore_kernels::{ReduceAxis, ReduceOp};
 /// merged state. `update` and `merge` cannot fail: record a problem in the
 /// state and report it from `finish`. A panic in user code stops the run
 /// with [`Error::Panic`].
+///
+/// An aggregate is a reduction kernel like the built-ins
+/// ([`Expr::aggregate`](crate::Expr::aggregate) puts it in their pass), so
+/// `update` sees a block a tile at a time — whole rows of a few thousand
+/// values, while they are in cache — rather than the whole block at once;
+/// keep per-call work (allocations) out of it.
 pub trait Aggregate<T: Element>: Send + Sync {
     /// The partial state of a run of rows; serialisable so partial results
     /// can travel across processes or machines.
