@@ -45,6 +45,10 @@
 //! ```
 #![deny(missing_docs)]
 
+/// The `ndarray` this crate's views and results are made of (what an
+/// [`aggregate::Aggregate`] receives), so an implementation needs no
+/// matching version of its own.
+pub use ndarray;
 pub use outcore_chunker as chunker;
 pub use outcore_exec as exec;
 pub use outcore_kernels as kernels;

@@ -75,6 +75,7 @@ macro_rules! tuple_outputs {
     (@next $it:ident $name:ident) => { $it.next().expect("one value per expression") };
 }
 
+tuple_outputs!(A);
 tuple_outputs!(A, B);
 tuple_outputs!(A, B, C);
 tuple_outputs!(A, B, C, D);

@@ -1320,3 +1320,28 @@ fn weak_float_literals_compare_as_float32_with_float32_arrays() {
     let eq = eng.compute(Expr::constant(0.1).eq(&x)).unwrap();
     assert_eq!(eq.to_scalars(), [false, false, true].map(Scalar::Bool));
 }
+
+/// One expression in a tuple computes like any other set, and results
+/// come out typed without a copy (issue 19: `compute((e,))` did not
+/// compile; `AnyArray` offered only `to_f64` or a match).
+#[test]
+fn one_element_tuples_and_typed_results() {
+    let mut f = Files::new();
+    let p = f.put(&[4, 2], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+    let eng = engine(2, 1 << 20, ReadMode::Mmap);
+    let x = eng.open(&p).unwrap();
+    let (max,) = eng.compute((x.max(0),)).unwrap();
+    let view = max.view::<f32>().expect("float32 maxima");
+    assert_eq!(view.as_slice().unwrap(), &[7.0, 8.0]);
+    assert!(max.view::<f64>().is_none());
+    let max = max.into_typed::<f64>().unwrap_err();
+    assert_eq!(
+        max.into_typed::<f32>().unwrap().into_raw_vec_and_offset().0,
+        vec![7.0, 8.0]
+    );
+    let (n,) = eng.compute((&x.count_nonzero(None),)).unwrap();
+    assert_eq!(
+        n.into_typed::<i64>().unwrap().into_raw_vec_and_offset().0,
+        vec![8]
+    );
+}

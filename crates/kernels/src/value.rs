@@ -2,7 +2,7 @@
 //! views handed to kernels ([`AnyView`]).
 
 use half::f16;
-use ndarray::{ArrayD, ArrayView2, IxDyn};
+use ndarray::{ArrayD, ArrayView2, ArrayViewD, IxDyn};
 use outcore_chunker::DType;
 
 macro_rules! any_enums {
@@ -106,6 +106,20 @@ macro_rules! any_enums {
                 fn into_any(a: ArrayD<$t>) -> AnyArray {
                     AnyArray::$var(a)
                 }
+
+                fn from_any(a: AnyArray) -> Result<ArrayD<$t>, AnyArray> {
+                    match a {
+                        AnyArray::$var(a) => Ok(a),
+                        other => Err(other),
+                    }
+                }
+
+                fn view_any(a: &AnyArray) -> Option<ArrayViewD<'_, $t>> {
+                    match a {
+                        AnyArray::$var(a) => Some(a.view()),
+                        _ => None,
+                    }
+                }
             }
 
             impl From<ArrayD<$t>> for AnyArray {
@@ -130,6 +144,39 @@ pub trait DynElement: outcore_chunker::Element {
     fn from_view(v: AnyView<'_>) -> Option<ArrayView2<'_, Self>>;
     /// Wraps a typed array.
     fn into_any(a: ArrayD<Self>) -> AnyArray;
+    /// The typed array inside `a`, or `a` back when it holds another type.
+    ///
+    /// # Errors
+    ///
+    /// `a` itself, when its dtype is not this type's.
+    fn from_any(a: AnyArray) -> Result<ArrayD<Self>, AnyArray>;
+    /// A typed view of `a`, if `a` holds this type.
+    fn view_any(a: &AnyArray) -> Option<ArrayViewD<'_, Self>>;
+}
+
+impl AnyArray {
+    /// The values as `ArrayD<T>`, without a copy, when the dtype is `T`'s.
+    ///
+    /// ```
+    /// use outcore_kernels::AnyArray;
+    ///
+    /// let a = AnyArray::from(ndarray::arr1(&[1.5f32, 2.5]).into_dyn());
+    /// let a = a.into_typed::<f64>().unwrap_err(); // float32, not float64
+    /// let x = a.into_typed::<f32>().unwrap();
+    /// assert_eq!(x.as_slice().unwrap(), &[1.5, 2.5]);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The array itself, unchanged, when its dtype is another.
+    pub fn into_typed<T: DynElement>(self) -> Result<ArrayD<T>, AnyArray> {
+        T::from_any(self)
+    }
+
+    /// A view of the values as `T`, when the dtype is `T`'s.
+    pub fn view<T: DynElement>(&self) -> Option<ArrayViewD<'_, T>> {
+        T::view_any(self)
+    }
 }
 
 any_enums! {
