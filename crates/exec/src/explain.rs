@@ -63,9 +63,14 @@ pub struct PassInfo {
 impl fmt::Display for Explain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use outcore_spill::format_bytes as fb;
+        let steps = match self.steps.len() {
+            0 => String::new(),
+            1 => " and 1 operator step".to_string(),
+            n => format!(" and {n} operator steps"),
+        };
         writeln!(
             f,
-            "plan: {} pass{} on {} thread{}, memory limit {}",
+            "plan: {} pass{}{steps} on {} thread{}, memory limit {}",
             self.passes.len(),
             if self.passes.len() == 1 { "" } else { "es" },
             self.threads,
@@ -179,22 +184,35 @@ pub(crate) fn explain(rt: &Runtime, plan: &Plan) -> Result<Explain> {
                     _ => "a spill file",
                 };
                 match (op, size) {
-                    (ArrayOp::Sort, StepSize::Sort(p)) => format!(
-                        "sort {input} into {into}: {} sorted run{} of {} rows, {} merge level{} of \
-                         fan-in {} ({} windows), then rows written back; spill up to 2 × {}",
-                        p.runs,
-                        if p.runs == 1 { "" } else { "s" },
-                        p.run_rows,
-                        p.levels,
-                        if p.levels == 1 { "" } else { "s" },
-                        p.fan_in,
-                        fb(p.window_bytes),
-                        fb(bytes),
-                    ),
+                    (ArrayOp::Sort, StepSize::Sort(p)) => {
+                        // Runs, each merge level, rows back: each reads the data once.
+                        let passes = 2 + u64::from(p.levels);
+                        format!(
+                            "sort {input} into {into}: {} sorted run{} of {} rows, {} merge \
+                             level{} of fan-in {} ({} windows), then rows written back; {passes} \
+                             passes over the data: {} read, {} spilled and read back (at most \
+                             2 × {} on disk at once), {} written",
+                            p.runs,
+                            if p.runs == 1 { "" } else { "s" },
+                            p.run_rows,
+                            p.levels,
+                            if p.levels == 1 { "" } else { "s" },
+                            p.fan_in,
+                            fb(p.window_bytes),
+                            fb(bytes),
+                            fb((1 + u64::from(p.levels)) * bytes),
+                            fb(bytes),
+                            fb(bytes),
+                        )
+                    }
                     (ArrayOp::Sort, _) => format!("sort {input} into {into}: nothing to sort"),
                     _ => format!(
-                        "cumsum {input} into {into}: one pass in row order with a carry of {} values",
+                        "cumsum {input} into {into}: one pass in row order with a carry of {} \
+                         values: {} read, {} written",
                         input.extent.row_len(),
+                        fb(bytes),
+                        fb(input.extent.shape().iter().product::<u64>()
+                            * crate::ops::kind::cumsum_dtype(input.dtype).itemsize() as u64),
                     ),
                 }
             }

@@ -173,3 +173,44 @@ fn spill_errors_are_typed() {
         "{err}"
     );
 }
+
+/// `explain` of a sort and a cumsum says what their runs then do: the
+/// passes over the data, the bytes read, spilled and written, as the
+/// run's report counts them.
+#[test]
+fn explain_of_operators_matches_their_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = tempfile::tempdir().unwrap();
+    let (path, _) = input(dir.path(), 20_000, 8);
+    let eng = engine(256 << 10, spill.path());
+    let x = eng.open(&path).unwrap();
+    let fmt = outcore_spill::format_bytes;
+    for (what, e) in [("sort", x.sort()), ("cumsum", x.cumsum())] {
+        let plan = eng.explain(&e).unwrap();
+        assert!(plan.passes.is_empty(), "{what}: {plan}");
+        assert!(
+            plan.to_string()
+                .starts_with("plan: 0 passes and 1 operator step"),
+            "{what}: {plan}"
+        );
+        let step = &plan.steps[0];
+        let out = dir.path().join(format!("{what}.npy"));
+        let report = eng.write_npy(&e, &out).unwrap();
+        let read = format!("{} read", fmt(report.bytes_read));
+        let written = format!("{} written", fmt(report.bytes_written));
+        assert!(
+            step.contains(&read) && step.contains(&written),
+            "{what}: {step} vs {report:?}"
+        );
+        if what == "sort" {
+            let passes = format!("{} passes over the data", report.passes);
+            let spilled = format!("{} spilled", fmt(report.bytes_spilled));
+            assert!(
+                step.contains(&passes) && step.contains(&spilled),
+                "{step} vs {report:?}"
+            );
+            assert!(report.passes > 2, "{report:?}");
+        }
+    }
+    assert!(empty(spill.path()));
+}
