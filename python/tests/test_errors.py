@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 import pytest
 
@@ -42,8 +44,10 @@ def test_truncated_file(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as info:
         oc.open(tmp_path / "nope.npy")
+    assert info.value.errno == errno.ENOENT
+    assert isinstance(info.value, oc.OutcoreError)
 
 
 def test_memory_limit_too_small(npy):

@@ -5,8 +5,6 @@
 //! built-in exceptions (`MemoryLimitError(OutcoreError, MemoryError)`);
 //! [`to_py`] picks the class for an engine error and keeps its message.
 
-use std::error::Error as StdError;
-
 use outcore::{Error, chunker, spill};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -62,17 +60,23 @@ fn spill_class(e: &spill::Error) -> &'static str {
     }
 }
 
-/// The OS error number under `e`, if an I/O error caused it.
-fn errno(e: &(dyn StdError + 'static)) -> Option<i32> {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return io.raw_os_error();
-        }
-        cur = err.source();
-    }
-    None
+/// The OS error number of `e`, when the operating system gave one
+/// (`ENOSPC` for a spill quota, as for a full disk).
+fn errno(e: &Error) -> Option<i32> {
+    use chunker::Error as C;
+    use spill::Error as S;
+    let io = match e {
+        Error::Array(C::Io { error, .. } | C::NoSpace { error, .. })
+        | Error::Spill(S::NoSpace { error, .. } | S::Io { source: error, .. })
+        | Error::Io { error, .. } => error,
+        Error::Spill(S::Quota { .. }) => return Some(ENOSPC),
+        _ => return None,
+    };
+    io.raw_os_error()
 }
+
+/// `ENOSPC` on Linux and the BSDs.
+const ENOSPC: i32 = 28;
 
 /// The class `name` of `outcore._errors`.
 pub(crate) fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
