@@ -1,0 +1,193 @@
+//! `_outcore.Engine`: an engine and its settings.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use outcore::{Engine, EngineBuilder, Expr, RawSpec, parse_size};
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyTuple};
+
+use crate::array::PyArray;
+use crate::convert::{from_numpy_dtype, to_numpy};
+use crate::errors::{raise, to_py};
+
+/// A memory limit given as bytes (`int`) or text (`"256MiB"`).
+fn limit_bytes(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if obj.is_instance_of::<PyInt>() {
+        let n: i64 = obj.extract()?;
+        return u64::try_from(n)
+            .map_err(|_| raise("ConfigError", format!("memory_limit {n} is negative")));
+    }
+    let text: String = obj.extract()?;
+    parse_size(&text).map_err(|e| to_py(e.into()))
+}
+
+/// An engine with its settings; `oc.config` makes one, and the module
+/// functions use the innermost.
+#[pyclass(name = "Engine", module = "outcore._outcore", frozen)]
+pub struct PyEngine {
+    engine: Engine,
+    /// A twin that replaces existing outputs (`save(..., overwrite=True)`),
+    /// sharing the budget; built on first use.
+    overwriting: OnceLock<Engine>,
+    threads: Option<usize>,
+    spill_dir: Option<PathBuf>,
+}
+
+impl PyEngine {
+    fn builder(&self) -> EngineBuilder {
+        let mut b = Engine::builder().budget(self.engine.budget().clone());
+        if let Some(n) = self.threads {
+            b = b.threads(n);
+        }
+        if let Some(dir) = &self.spill_dir {
+            b = b.spill_dir(dir.clone());
+        }
+        b
+    }
+
+    fn exprs(arrays: &Bound<'_, PyTuple>) -> PyResult<Vec<Expr>> {
+        arrays
+            .iter()
+            .map(|a| Ok(a.extract::<PyRef<'_, PyArray>>()?.expr.clone()))
+            .collect()
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    /// A new engine. `memory_limit`: bytes or text such as `"256MiB"`
+    /// (default: half the available memory); `threads`: worker threads
+    /// (default: one per core); `spill_dir`: where spill files go
+    /// (default: the system's temporary directory).
+    #[new]
+    #[pyo3(signature = (memory_limit=None, threads=None, spill_dir=None))]
+    fn new(
+        memory_limit: Option<&Bound<'_, PyAny>>,
+        threads: Option<usize>,
+        spill_dir: Option<PathBuf>,
+    ) -> PyResult<PyEngine> {
+        let mut b = Engine::builder();
+        if let Some(limit) = memory_limit {
+            b = b.memory_limit(limit_bytes(limit)?);
+        }
+        if let Some(n) = threads {
+            if n == 0 {
+                return Err(raise("ConfigError", "threads must be at least 1"));
+            }
+            b = b.threads(n);
+        }
+        if let Some(dir) = &spill_dir {
+            b = b.spill_dir(dir.clone());
+        }
+        Ok(PyEngine {
+            engine: b.build().map_err(to_py)?,
+            overwriting: OnceLock::new(),
+            threads,
+            spill_dir,
+        })
+    }
+
+    /// The memory limit in bytes.
+    #[getter]
+    fn memory_limit(&self) -> u64 {
+        self.engine.budget().limit()
+    }
+
+    /// The number of worker threads.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.engine.threads()
+    }
+
+    /// Opens a `.npy` file (reads only its header).
+    fn open(&self, py: Python<'_>, path: PathBuf) -> PyResult<PyArray> {
+        let expr = py.detach(|| self.engine.open(&path)).map_err(to_py)?;
+        Ok(PyArray { expr })
+    }
+
+    /// Opens a raw binary file as `np.memmap(path, dtype, offset=, shape=)`.
+    #[pyo3(signature = (path, dtype, shape, offset=0, order="C"))]
+    fn open_raw(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        dtype: &Bound<'_, PyAny>,
+        shape: &Bound<'_, PyAny>,
+        offset: u64,
+        order: &str,
+    ) -> PyResult<PyArray> {
+        if order != "C" {
+            return Err(raise(
+                "ConfigError",
+                format!("order={order:?}: only C order (\"C\") raw files are supported"),
+            ));
+        }
+        let dtype = from_numpy_dtype(dtype)?;
+        let shape: Vec<u64> = match shape.extract::<u64>() {
+            Ok(n) => vec![n],
+            Err(_) => shape.extract()?,
+        };
+        let mut spec = RawSpec::new(dtype, shape);
+        spec.offset = offset;
+        let expr = py
+            .detach(|| self.engine.open_raw(&path, &spec))
+            .map_err(to_py)?;
+        Ok(PyArray { expr })
+    }
+
+    /// Computes the arrays in one run; a tuple of NumPy arrays.
+    #[pyo3(signature = (*arrays))]
+    fn compute<'py>(
+        &self,
+        py: Python<'py>,
+        arrays: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let exprs = Self::exprs(arrays)?;
+        let values = py
+            .detach(|| self.engine.compute(exprs.as_slice()))
+            .map_err(to_py)?;
+        PyTuple::new(py, values.into_iter().map(|v| to_numpy(py, v)))
+    }
+
+    /// Writes an array as `.npy` (atomically: nothing appears under `path`
+    /// unless the whole file was written).
+    #[pyo3(signature = (path, array, dtype=None, overwrite=false))]
+    fn save(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        array: PyRef<'_, PyArray>,
+        dtype: Option<&Bound<'_, PyAny>>,
+        overwrite: bool,
+    ) -> PyResult<()> {
+        let mut expr = array.expr.clone();
+        if let Some(dt) = dtype {
+            expr = expr.cast(from_numpy_dtype(dt)?);
+        }
+        let engine = if overwrite {
+            match self.overwriting.get() {
+                Some(e) => e,
+                None => {
+                    let built = self.builder().overwrite(true).build().map_err(to_py)?;
+                    self.overwriting.get_or_init(|| built)
+                }
+            }
+        } else {
+            &self.engine
+        };
+        py.detach(|| engine.write_npy(&expr, &path))
+            .map_err(to_py)?;
+        Ok(())
+    }
+
+    /// The plan of computing the arrays together, as text.
+    #[pyo3(signature = (*arrays))]
+    fn explain(&self, py: Python<'_>, arrays: &Bound<'_, PyTuple>) -> PyResult<String> {
+        let exprs = Self::exprs(arrays)?;
+        let plan = py
+            .detach(|| self.engine.explain(exprs.as_slice()))
+            .map_err(to_py)?;
+        Ok(plan.to_string())
+    }
+}
