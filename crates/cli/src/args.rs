@@ -36,6 +36,13 @@ pub(crate) struct Shape(pub(crate) Vec<u64>);
 
 /// Parses a [`Shape`] (clap value parser).
 pub(crate) fn parse_shape(input: &str) -> Result<Shape, String> {
+    let dims = parse_dims(input, false)?;
+    Ok(Shape(dims.into_iter().flatten().collect()))
+}
+
+/// The dimensions of a shape as text; `None` for a `-1` when `unknown` is
+/// allowed.
+fn parse_dims(input: &str, unknown: bool) -> Result<Vec<Option<u64>>, String> {
     let trimmed = input.trim();
     let inner = match trimmed.strip_prefix('(') {
         Some(rest) => rest
@@ -45,7 +52,7 @@ pub(crate) fn parse_shape(input: &str) -> Result<Shape, String> {
     };
     let inner = inner.trim();
     if inner.is_empty() {
-        return Ok(Shape(Vec::new()));
+        return Ok(Vec::new());
     }
     // One trailing comma is allowed, as in Python's `(7,)`.
     let inner = inner.strip_suffix(',').unwrap_or(inner);
@@ -53,15 +60,70 @@ pub(crate) fn parse_shape(input: &str) -> Result<Shape, String> {
         .split(',')
         .map(|dim| {
             let dim = dim.trim().replace('_', "");
-            dim.parse::<u64>().map_err(|_| {
+            if unknown && dim == "-1" {
+                return Ok(None);
+            }
+            dim.parse::<u64>().map(Some).map_err(|_| {
                 format!(
-                    "invalid shape '{input}': dimension '{dim}' is not a non-negative integer \
-                     (expected comma-separated sizes such as 1000,20; an empty string means 0-d)"
+                    "invalid shape '{input}': dimension '{dim}' is not a non-negative integer{} \
+                     (expected comma-separated sizes such as 1000,20; an empty string means 0-d)",
+                    if unknown { " or -1" } else { "" }
                 )
             })
         })
-        .collect::<Result<Vec<u64>, String>>()
-        .map(Shape)
+        .collect()
+}
+
+/// The shape of a raw input: as [`Shape`], and one dimension may be `-1`,
+/// which NumPy's `reshape` infers from the element count (here: from the
+/// file's size after the offset).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RawShape(pub(crate) Vec<Option<u64>>);
+
+/// Parses a [`RawShape`] (clap value parser).
+pub(crate) fn parse_raw_shape(input: &str) -> Result<RawShape, String> {
+    let dims = parse_dims(input, true)?;
+    if dims.iter().filter(|d| d.is_none()).count() > 1 {
+        return Err(format!(
+            "invalid shape '{input}': can only specify one unknown dimension (-1), as NumPy"
+        ));
+    }
+    Ok(RawShape(dims))
+}
+
+impl RawShape {
+    /// The shape, the unknown dimension (if any) inferred from `elements`.
+    ///
+    /// # Errors
+    ///
+    /// A message with the numbers when `elements` is not a whole multiple
+    /// of the known dimensions (NumPy's "cannot reshape").
+    fn resolve(&self, elements: u64) -> Result<Vec<u64>, String> {
+        let known: u64 = self.0.iter().flatten().product();
+        if !self.0.contains(&None) {
+            return Ok(self.0.iter().flatten().copied().collect());
+        }
+        let text = || {
+            let dims: Vec<String> = self
+                .0
+                .iter()
+                .map(|d| d.map_or("-1".to_string(), |d| d.to_string()))
+                .collect();
+            dims.join(",")
+        };
+        if known == 0 || !elements.is_multiple_of(known) {
+            return Err(format!(
+                "cannot reshape {elements} elements into shape ({}): they are not a whole \
+                 number of rows of {known}",
+                text()
+            ));
+        }
+        Ok(self
+            .0
+            .iter()
+            .map(|d| d.unwrap_or(elements / known))
+            .collect())
+    }
 }
 
 /// A dtype given on the command line, and the byte order it names when it is
@@ -169,11 +231,12 @@ pub(crate) struct InputArgs {
           help_heading = "Raw input")]
     pub(crate) dtype: Option<DTypeArg>,
 
-    /// Shape of a raw file, comma-separated (100,20; "" for 0-d). By
-    /// default, 1-d: as many elements as the file holds after the offset.
-    #[arg(long, requires = "raw", value_name = "SHAPE", value_parser = parse_shape,
-          help_heading = "Raw input")]
-    pub(crate) shape: Option<Shape>,
+    /// Shape of a raw file, comma-separated (100,20; "" for 0-d; one -1
+    /// is inferred from the file's size, as NumPy's reshape). By default,
+    /// 1-d: as many elements as the file holds after the offset.
+    #[arg(long, requires = "raw", value_name = "SHAPE", value_parser = parse_raw_shape,
+          help_heading = "Raw input", allow_hyphen_values = true)]
+    pub(crate) shape: Option<RawShape>,
 
     /// Bytes to skip at the start of a raw file. By default, 0.
     #[arg(
@@ -226,11 +289,28 @@ impl InputArgs {
         let dtype = self
             .dtype
             .ok_or_else(|| UsageError("--raw needs --dtype".to_string()))?;
+        let offset = self.offset.unwrap_or(0);
+        let shape = match &self.shape {
+            None => None,
+            Some(shape) => Some(if shape.0.contains(&None) {
+                // The unknown dimension from the file's size; a file too
+                // small or of another size is the opener's error below.
+                let len = std::fs::metadata(&self.path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?
+                    .len();
+                let elements = len.saturating_sub(offset) / dtype.dtype.itemsize() as u64;
+                shape
+                    .resolve(elements)
+                    .map_err(|e| UsageError(format!("{}: {e}", self.path.display())))?
+            } else {
+                shape.0.iter().flatten().copied().collect()
+            }),
+        };
         Ok(Some(RawSpec {
             dtype: dtype.dtype,
             byte_order: dtype.resolve_byte_order(self.byte_order)?,
-            shape: self.shape.as_ref().map(|s| s.0.clone()),
-            offset: self.offset.unwrap_or(0),
+            shape,
+            offset,
         }))
     }
 }
@@ -270,6 +350,18 @@ impl EngineArgs {
     ///
     /// When the thread pool cannot start.
     pub(crate) fn build(&self, progress: bool, output: &OutputArgs) -> Result<Engine> {
+        if let (Some(limit), Some(available)) = (self.memory_limit, outcore::available_memory())
+            && limit > available
+        {
+            // Not an error (memory may be freed before the run needs it),
+            // but the budget cannot protect what the machine does not have.
+            eprintln!(
+                "warning: --memory-limit {} is more than the {} of memory available now; \
+                 a run that uses it may be killed by the system before the limit stops it",
+                outcore::format_bytes(limit),
+                outcore::format_bytes(available)
+            );
+        }
         let mut builder = Engine::builder()
             .memory_limit(self.memory_limit.unwrap_or_else(outcore::default_limit))
             .threads(self.threads.map_or_else(default_threads, NonZeroUsize::get))
@@ -305,6 +397,28 @@ pub(crate) struct OutputArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_shapes_infer_one_unknown_dimension() {
+        let shape = parse_raw_shape("100,-1").unwrap();
+        assert_eq!(shape.0, vec![Some(100), None]);
+        assert_eq!(shape.resolve(6400).unwrap(), vec![100, 64]);
+        let err = shape.resolve(6401).unwrap_err();
+        assert!(err.contains("6401") && err.contains("100,-1"), "{err}");
+        assert_eq!(
+            parse_raw_shape("(-1,)").unwrap().resolve(7).unwrap(),
+            vec![7]
+        );
+        assert_eq!(
+            parse_raw_shape("3,4").unwrap().resolve(99).unwrap(),
+            vec![3, 4]
+        );
+        let two = parse_raw_shape("-1,-1").unwrap_err();
+        assert!(two.contains("one unknown dimension"), "{two}");
+        assert!(parse_raw_shape("-2,4").is_err());
+        // A shape to write has no unknown.
+        assert!(parse_shape("100,-1").is_err());
+    }
 
     #[test]
     fn shapes() {

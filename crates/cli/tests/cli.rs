@@ -338,6 +338,25 @@ fn gen_raw_big_endian_reads_back_and_info_describes_it() {
     assert_eq!(info["shape"], serde_json::json!([20]));
     assert_eq!(info["data_offset"], 16);
     assert_eq!(info["nbytes"], 80);
+    // One -1 is inferred from the file's size after the offset, as NumPy's
+    // reshape; a size that is not a whole number of rows is a usage error
+    // naming the numbers.
+    let info = cli(
+        dir.path(),
+        &[
+            "info", "r.bin", "--raw", "--dtype", ">f4", "--shape", "-1,4", "--json",
+        ],
+    )
+    .json();
+    assert_eq!(info["shape"], serde_json::json!([6, 4]));
+    let args = [
+        "info", "r.bin", "--raw", "--dtype", "f4", "--offset", "16", "--shape", "(-1,3)",
+    ];
+    let line = cli(dir.path(), &args).error(2).to_string();
+    assert!(
+        line.contains("r.bin") && line.contains("20 elements"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -568,4 +587,43 @@ fn help_and_version_succeed() {
     let bare = cli::<&str>(dir.path(), &[]);
     assert_eq!(bare.code, Some(2));
     assert!(bare.stderr.contains("Usage"), "{bare:#?}");
+}
+
+/// A memory limit above the memory the machine has is accepted (memory
+/// may be freed before a run needs it) with one warning on stderr naming
+/// both numbers; the run itself goes on.
+#[test]
+fn a_limit_above_the_available_memory_is_a_warning() {
+    let dir = tempdir();
+    let spec = outcore::OutputSpec::npy(DType::F64, vec![3, 2]);
+    let w = outcore::ArrayWriter::create(dir.path().join("x.npy"), spec).unwrap();
+    w.write_block(
+        0,
+        ndarray::array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]].view(),
+    )
+    .unwrap();
+    w.finish().unwrap();
+    let run = cli(
+        dir.path(),
+        &[
+            "stats",
+            "x.npy",
+            "--memory-limit",
+            "1000TiB",
+            "--ops",
+            "sum",
+            "--json",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(v["results"]["sum"], serde_json::json!(21.0));
+    if outcore::available_memory().is_some() {
+        assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+        assert!(
+            run.stderr
+                .starts_with("warning: --memory-limit 1000.0 TiB is more than the "),
+            "{run:#?}"
+        );
+    }
 }
