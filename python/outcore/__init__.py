@@ -11,9 +11,10 @@ or the module's default one (memory limit: half the available memory).
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -144,21 +145,27 @@ def save(
 
 
 class Explain:
-    """The plan of a computation; ``str()`` shows it."""
+    """The plan of a computation; ``str()`` shows it, ``to_dict()`` its data."""
 
-    def __init__(self, text: str) -> None:
-        self._text = text
+    def __init__(self, data: Dict[str, Any]) -> None:
+        self._data = data
+
+    def to_dict(self) -> Dict[str, Any]:
+        """``text``, ``memory_limit``, ``threads``, ``steps`` and ``passes``
+        (each: inputs, reductions, outputs, rows, block_rows, block_bytes,
+        blocks_in_flight, bytes_read, bytes_written, peak_bytes, ...)."""
+        return copy.deepcopy(self._data)
 
     def __str__(self) -> str:
-        return self._text
+        return str(self._data["text"])
 
     def __repr__(self) -> str:
-        return self._text
+        return str(self._data["text"])
 
 
 def explain(*arrays: Array) -> Explain:
     """The plan of computing the arrays together, without running it."""
-    return Explain(current_engine().explain(*arrays))
+    return Explain(current_engine().explain_dict(*arrays))
 
 
 del _errors

@@ -3,7 +3,7 @@
 use outcore::exec::{BinaryOp, UnaryOp};
 use outcore::{DType, Expr};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyTuple};
 
 use crate::convert::{from_numpy_dtype, to_numpy_dtype};
 use crate::errors::raise;
@@ -181,14 +181,160 @@ impl PyArray {
         }
     }
 
-    fn __repr__(&self) -> String {
-        let shape: Vec<String> = self.expr.shape().iter().map(u64::to_string).collect();
-        format!(
-            "outcore.Array<shape=({}{}), dtype={}>",
-            shape.join(", "),
-            if shape.len() == 1 { "," } else { "" },
-            self.expr.dtype().name()
-        )
+    /// Shape, dtype, pending operations and the cost of computing it
+    /// (from the current engine's plan; nothing is run).
+    fn __repr__(slf: Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        py.import("outcore._repr")?
+            .getattr("text")?
+            .call1((slf,))?
+            .extract()
+    }
+
+    /// The same as an HTML table, for notebooks.
+    fn _repr_html_(slf: Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        py.import("outcore._repr")?
+            .getattr("html_table")?
+            .call1((slf,))?
+            .extract()
+    }
+
+    /// The pending operations, as text (`sqrt(x.npy) + 1`).
+    #[getter]
+    fn _expr(&self) -> String {
+        self.expr.to_string()
+    }
+
+    /// NEP 13: NumPy's ufuncs on outcore arrays stay lazy (see
+    /// `outcore._numpy`).
+    #[pyo3(signature = (ufunc, method, *inputs, **kwargs))]
+    fn __array_ufunc__<'py>(
+        slf: Bound<'py, Self>,
+        ufunc: &Bound<'py, PyAny>,
+        method: &Bound<'py, PyAny>,
+        inputs: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        py.import("outcore._numpy")?
+            .getattr("array_ufunc")?
+            .call((ufunc, method, inputs, kwargs), None)
+    }
+
+    /// NEP 18: NumPy's functions on outcore arrays stay lazy (see
+    /// `outcore._numpy`).
+    fn __array_function__<'py>(
+        slf: Bound<'py, Self>,
+        func: &Bound<'py, PyAny>,
+        types: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyAny>,
+        kwargs: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        py.import("outcore._numpy")?
+            .getattr("array_function")?
+            .call1((func, types, args, kwargs))
+    }
+
+    /// The ufunc of one operand named as NumPy names it (`sqrt`,
+    /// `negative`, `logical_not`, ...).
+    fn _unary(&self, name: &str) -> PyResult<PyArray> {
+        let op = match name {
+            "negative" => UnaryOp::Neg,
+            "absolute" => UnaryOp::Abs,
+            "sqrt" => UnaryOp::Sqrt,
+            "exp" => UnaryOp::Exp,
+            "log" => UnaryOp::Log,
+            "log1p" => UnaryOp::Log1p,
+            "isnan" => UnaryOp::IsNan,
+            "positive" => return Ok(wrap(self.expr.clone())),
+            "logical_not" => {
+                return Ok(wrap(self.expr.cast(DType::Bool).unary(UnaryOp::Not)));
+            }
+            _ => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "numpy.{name} is not implemented by outcore"
+                )));
+            }
+        };
+        Ok(wrap(self.expr.unary(op)))
+    }
+
+    /// The ufunc of two operands named as NumPy names it, `a` and `b`
+    /// each an `Array` or a scalar; `None` if an operand is neither.
+    #[staticmethod]
+    fn _binary(
+        name: &str,
+        a: &Bound<'_, PyAny>,
+        b: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<PyArray>> {
+        let (Some(a), Some(b)) = (operand(a)?, operand(b)?) else {
+            return Ok(None);
+        };
+        let op = match name {
+            "add" => BinaryOp::Add,
+            "subtract" => BinaryOp::Sub,
+            "multiply" => BinaryOp::Mul,
+            "divide" | "true_divide" => BinaryOp::Div,
+            "power" => BinaryOp::Pow,
+            "maximum" => BinaryOp::Maximum,
+            "minimum" => BinaryOp::Minimum,
+            "equal" => BinaryOp::Eq,
+            "not_equal" => BinaryOp::Ne,
+            "less" => BinaryOp::Lt,
+            "less_equal" => BinaryOp::Le,
+            "greater" => BinaryOp::Gt,
+            "greater_equal" => BinaryOp::Ge,
+            "logical_and" => {
+                return Ok(Some(wrap(a.cast(DType::Bool).and(b.cast(DType::Bool)))));
+            }
+            "logical_or" => {
+                return Ok(Some(wrap(a.cast(DType::Bool).or(b.cast(DType::Bool)))));
+            }
+            _ => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "numpy.{name} is not implemented by outcore"
+                )));
+            }
+        };
+        Ok(Some(wrap(a.binary(op, &b))))
+    }
+
+    /// `np.where(cond, a, b)`, each an `Array` or a scalar; `None` if an
+    /// operand is neither.
+    #[staticmethod]
+    fn _where(
+        cond: &Bound<'_, PyAny>,
+        a: &Bound<'_, PyAny>,
+        b: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<PyArray>> {
+        let (Some(c), Some(a), Some(b)) = (operand(cond)?, operand(a)?, operand(b)?) else {
+            return Ok(None);
+        };
+        Ok(Some(wrap(c.cast(DType::Bool).select(a, b))))
+    }
+
+    /// `np.clip(x, lo, hi)` (either bound may be `None`); the result keeps
+    /// the array's dtype, as NumPy's with scalar bounds. `None` if a bound
+    /// is neither an `Array` nor a scalar.
+    #[pyo3(signature = (lo, hi))]
+    fn _clip(
+        &self,
+        lo: Option<&Bound<'_, PyAny>>,
+        hi: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<PyArray>> {
+        let mut out = self.expr.clone();
+        for (bound, op) in [(lo, BinaryOp::Maximum), (hi, BinaryOp::Minimum)] {
+            let Some(bound) = bound.filter(|b| !b.is_none()) else {
+                continue;
+            };
+            let Some(e) = operand(bound)? else {
+                return Ok(None);
+            };
+            out = out.binary(op, &e);
+        }
+        Ok(Some(wrap(out.cast(self.expr.dtype()))))
     }
 
     fn __add__(&self, o: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {

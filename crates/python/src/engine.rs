@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use outcore::{Engine, EngineBuilder, Expr, RawSpec, parse_size};
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
 
 use crate::array::PyArray;
 use crate::convert::{from_numpy_dtype, to_numpy};
@@ -189,5 +189,46 @@ impl PyEngine {
             .detach(|| self.engine.explain(exprs.as_slice()))
             .map_err(to_py)?;
         Ok(plan.to_string())
+    }
+
+    /// The plan of computing the arrays together, as data: a dict with
+    /// `text`, `memory_limit`, `threads`, `steps` (text lines) and
+    /// `passes` (dicts of inputs, reductions, outputs, rows, block_rows,
+    /// block_bytes, blocks_in_flight, bytes_read, bytes_written,
+    /// peak_bytes).
+    #[pyo3(signature = (*arrays))]
+    fn explain_dict<'py>(
+        &self,
+        py: Python<'py>,
+        arrays: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let exprs = Self::exprs(arrays)?;
+        let plan = py
+            .detach(|| self.engine.explain(exprs.as_slice()))
+            .map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("text", plan.to_string())?;
+        d.set_item("memory_limit", plan.memory_limit)?;
+        d.set_item("threads", plan.threads)?;
+        d.set_item("steps", plan.steps.clone())?;
+        let passes = PyList::empty(py);
+        for p in &plan.passes {
+            let pd = PyDict::new(py);
+            pd.set_item("inputs", p.inputs.clone())?;
+            pd.set_item("reductions", p.reductions.clone())?;
+            pd.set_item("outputs", p.outputs.clone())?;
+            pd.set_item("fused_programs", p.fused_programs)?;
+            pd.set_item("instructions", p.instructions)?;
+            pd.set_item("rows", p.rows)?;
+            pd.set_item("block_rows", p.block_rows)?;
+            pd.set_item("block_bytes", p.block_bytes)?;
+            pd.set_item("blocks_in_flight", p.blocks_in_flight)?;
+            pd.set_item("bytes_read", p.bytes_read)?;
+            pd.set_item("bytes_written", p.bytes_written)?;
+            pd.set_item("peak_bytes", p.peak_bytes)?;
+            passes.append(pd)?;
+        }
+        d.set_item("passes", passes)?;
+        Ok(d)
     }
 }
