@@ -134,3 +134,43 @@ def test_memory_promise_in_a_subprocess(big):
     assert r["hwm"] <= allowed, (
         f"peak RSS {r['hwm'] / 2**20:.1f} MiB > RSS after import "
         f"{r['after_import'] / 2**20:.1f} MiB + 32 MiB + 16 MiB")
+
+
+def test_ctrl_c_interrupts_a_run_and_leaves_nothing(big, tmp_path):
+    """SIGINT during a long run raises KeyboardInterrupt within a fraction
+    of a second; no output and no spill file is left."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    out = tmp_path / "sorted.npy"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        import outcore as oc
+        with oc.config(memory_limit="16MiB", spill_dir={str(spill)!r}):
+            x = oc.open({str(big)!r})
+            print("started", flush=True)
+            t = time.monotonic()
+            try:
+                oc.save({str(out)!r}, x.sort())
+            except KeyboardInterrupt:
+                print("interrupted", time.monotonic() - t, flush=True)
+                sys.exit(0)
+            print("finished", time.monotonic() - t, flush=True)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(0.3)
+    sent = time.monotonic()
+    proc.send_signal(2)  # SIGINT
+    rest, _ = proc.communicate(timeout=120)
+    waited = time.monotonic() - sent
+    assert proc.returncode == 0, rest
+    assert rest.startswith("interrupted"), rest
+    # A fraction of a second when the machine is idle; slack for CI load.
+    assert waited < 5.0, waited
+    assert not out.exists()
+    assert list(spill.iterdir()) == []

@@ -318,6 +318,16 @@ impl Engine {
         self.rt.threads()
     }
 
+    /// A clone of this engine whose runs stop when `token` is cancelled
+    /// (see [`EngineBuilder::cancel`]), sharing its budget, threads and
+    /// spill space: a fresh token per run lets a caller stop one run (on
+    /// Ctrl-C, say) without stopping the engine's later ones.
+    pub fn with_cancel(&self, token: CancelToken) -> Engine {
+        let mut engine = self.clone();
+        engine.rt.cancel = token;
+        engine
+    }
+
     /// Opens a `.npy` file as a lazy expression. Only the header is read.
     ///
     /// # Errors

@@ -3,13 +3,66 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use outcore::{Engine, EngineBuilder, Expr, RawSpec, parse_size};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
+use outcore::{CancelToken, Engine, EngineBuilder, Expr, RawSpec, parse_size};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
 
 use crate::array::PyArray;
 use crate::convert::{from_numpy_dtype, to_numpy};
 use crate::errors::{raise, to_py};
+
+/// Runs `run` on `engine` with the GIL released, on a thread of its own,
+/// while this thread checks for signals every 50 ms: Ctrl-C (any pending
+/// Python exception from a signal handler) cancels the run — it stops
+/// between blocks, leaving no output or spill file — and is raised once
+/// the run has stopped.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    engine: &Engine,
+    run: impl FnOnce(&Engine) -> outcore::Result<T> + Send,
+) -> PyResult<T> {
+    let token = CancelToken::new();
+    let engine = engine.with_cancel(token.clone());
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine = &engine;
+        scope.spawn(move || {
+            // The receiver waits for this; a closed one is not an error.
+            let _ = tx.send(run(engine));
+        });
+        let mut rx = rx;
+        loop {
+            // The receiver travels into the GIL-free wait and back (it is
+            // `Send`, not `Sync`).
+            let (got, back) = py.detach(move || {
+                let got = rx.recv_timeout(Duration::from_millis(50));
+                (got, rx)
+            });
+            rx = back;
+            match got {
+                Ok(result) => return result.map_err(to_py),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(interrupt) = py.check_signals() {
+                        token.cancel();
+                        // The run stops within about a block; its error
+                        // (Cancelled) gives way to the signal's.
+                        let _ = py.detach(move || rx.recv());
+                        return Err(interrupt);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(raise(
+                        "OutcoreError",
+                        "internal: the run ended without a result",
+                    ));
+                }
+            }
+        }
+    })
+}
 
 /// A memory limit given as bytes (`int`) or text (`"256MiB"`).
 fn limit_bytes(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -144,9 +197,7 @@ impl PyEngine {
         arrays: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let exprs = Self::exprs(arrays)?;
-        let values = py
-            .detach(|| self.engine.compute(exprs.as_slice()))
-            .map_err(to_py)?;
+        let values = interruptible(py, &self.engine, |e| e.compute(exprs.as_slice()))?;
         PyTuple::new(py, values.into_iter().map(|v| to_numpy(py, v)))
     }
 
@@ -176,8 +227,7 @@ impl PyEngine {
         } else {
             &self.engine
         };
-        py.detach(|| engine.write_npy(&expr, &path))
-            .map_err(to_py)?;
+        interruptible(py, engine, |e| e.write_npy(&expr, &path))?;
         Ok(())
     }
 
