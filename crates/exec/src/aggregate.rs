@@ -397,13 +397,10 @@ pub struct Reductions {
 }
 
 /// The built-in reductions `ops` along `axis` of `rows × row_len` values of `T`.
-fn set<T: Element>(ops: &[ReduceOp], axis: ReduceAxis, rows: u64, row_len: usize) -> ReducerSet {
-    ReducerSet::new(ops, axis, T::DATA_TYPE, rows, row_len)
-        // Only a shape whose element count overflows is refused; no rows
-        // of any real array do, and `finish` checks its own.
-        .unwrap_or_else(|_| {
-            ReducerSet::new(ops, axis, T::DATA_TYPE, 0, row_len).expect("no rows fit")
-        })
+/// (For states and their sizes; `finish_ops` is given the rows.)
+fn set<T: Element>(ops: &[ReduceOp], axis: ReduceAxis, row_len: usize) -> ReducerSet {
+    // Only an element count that overflows is refused; no rows cannot.
+    ReducerSet::new(ops, axis, T::DATA_TYPE, 0, row_len).expect("zero rows never overflow")
 }
 
 fn finish_ops<T: Element>(
@@ -424,7 +421,7 @@ where
     type Output = Vec<AnyArray>;
 
     fn init(&self, row_len: usize) -> ReduceState {
-        set::<T>(&self.ops, self.axis, 0, row_len).init()
+        set::<T>(&self.ops, self.axis, row_len).init()
     }
 
     fn update(&self, state: &mut ReduceState, block: ArrayView2<'_, T>, first_row: u64) {
@@ -440,11 +437,11 @@ where
     }
 
     fn state_bytes(&self, row_len: usize) -> usize {
-        set::<T>(&self.ops, self.axis, 0, row_len).state_bytes(0)
+        set::<T>(&self.ops, self.axis, row_len).state_bytes(0)
     }
 
     fn state_bytes_per_row(&self, row_len: usize) -> usize {
-        set::<T>(&self.ops, self.axis, 0, row_len).state_bytes_per_row()
+        set::<T>(&self.ops, self.axis, row_len).state_bytes_per_row()
     }
 }
 
@@ -456,7 +453,7 @@ where
     type Output = AnyArray;
 
     fn init(&self, row_len: usize) -> ReduceState {
-        set::<T>(&[self.op], self.axis, 0, row_len).init()
+        set::<T>(&[self.op], self.axis, row_len).init()
     }
 
     fn update(&self, state: &mut ReduceState, block: ArrayView2<'_, T>, first_row: u64) {
@@ -474,11 +471,11 @@ where
     }
 
     fn state_bytes(&self, row_len: usize) -> usize {
-        set::<T>(&[self.op], self.axis, 0, row_len).state_bytes(0)
+        set::<T>(&[self.op], self.axis, row_len).state_bytes(0)
     }
 
     fn state_bytes_per_row(&self, row_len: usize) -> usize {
-        set::<T>(&[self.op], self.axis, 0, row_len).state_bytes_per_row()
+        set::<T>(&[self.op], self.axis, row_len).state_bytes_per_row()
     }
 }
 

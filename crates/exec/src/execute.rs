@@ -109,7 +109,7 @@ pub(crate) fn execute(
                 let src = file_of(input, &slots)?;
                 let results = crate::ops::quantile::compute(rt, &src, *axis, kinds, report)?;
                 for (node, value) in nodes.iter().zip(results) {
-                    values.insert(*node, value);
+                    values.insert(id(node), value);
                 }
             }
         }

@@ -50,12 +50,12 @@ pub(crate) enum Step {
         to: StoreTo,
     },
     /// Exact quantiles of an array in a file along `axis`: the values of
-    /// the quantile nodes `nodes` (one per kind).
+    /// the quantile nodes `nodes` (one per kind, in the same order).
     Quantiles {
         input: Expr,
         axis: ReduceAxis,
         kinds: Vec<Quantile>,
-        nodes: Vec<NodeId>,
+        nodes: Vec<Expr>,
     },
 }
 
@@ -132,7 +132,7 @@ impl Plan {
 struct Lowering {
     memo: HashMap<NodeId, Expr>,
     /// Quantile nodes by (argument, axis): computed together.
-    groups: HashMap<(NodeId, ReduceAxis), Vec<(NodeId, Quantile)>>,
+    groups: HashMap<(NodeId, ReduceAxis), Vec<(Expr, Quantile)>>,
     /// Quantile groups already given a step.
     quantiles: HashSet<(NodeId, ReduceAxis)>,
     /// Intermediates already spilled, by (lowered) node.
@@ -144,7 +144,7 @@ struct Lowering {
 impl Lowering {
     /// Finds the quantiles of `exprs`, grouped by argument and axis.
     fn new(exprs: &[Expr]) -> Lowering {
-        let mut groups: HashMap<(NodeId, ReduceAxis), Vec<(NodeId, Quantile)>> = HashMap::new();
+        let mut groups: HashMap<(NodeId, ReduceAxis), Vec<(Expr, Quantile)>> = HashMap::new();
         let mut seen = HashSet::new();
         let mut stack: Vec<&Expr> = exprs.iter().collect();
         while let Some(e) = stack.pop() {
@@ -152,7 +152,10 @@ impl Lowering {
                 continue;
             }
             if let Node::Quantile(q, axis, a) = &*e.node {
-                groups.entry((id(a), *axis)).or_default().push((id(e), *q));
+                groups
+                    .entry((id(a), *axis))
+                    .or_default()
+                    .push((e.clone(), *q));
             }
             stack.extend(e.children());
         }
@@ -166,10 +169,11 @@ impl Lowering {
         }
     }
 
-    /// A new slot for an array like `e`, as a node reading it.
-    fn slot(&mut self, e: &Expr) -> Expr {
+    /// A new slot for an array like `e`, and a node reading it.
+    fn slot(&mut self, e: &Expr) -> (SlotId, Expr) {
         self.slots.push((e.dtype, e.extent.shape()));
-        Expr::new(Node::Slot(self.slots.len() - 1), e.dtype, e.extent.clone())
+        let k = self.slots.len() - 1;
+        (k, Expr::new(Node::Slot(k), e.dtype, e.extent.clone()))
     }
 
     /// Rewrites `e` without whole-array operators or quantiles, adding
@@ -186,14 +190,11 @@ impl Lowering {
             Node::Op(op, a) => {
                 let a = self.lower(a)?;
                 let input = self.in_file(&a)?;
-                let out = self.slot(e);
-                let Node::Slot(k) = &*out.node else {
-                    unreachable!("slot() makes slot nodes")
-                };
+                let (k, out) = self.slot(e);
                 self.steps.push(Step::Op {
                     op: *op,
                     input,
-                    to: StoreTo::Slot(*k),
+                    to: StoreTo::Slot(k),
                 });
                 out
             }
@@ -210,7 +211,7 @@ impl Lowering {
                         input,
                         axis: *axis,
                         kinds: group.iter().map(|g| g.1).collect(),
-                        nodes: group.iter().map(|g| g.0).collect(),
+                        nodes: group.iter().map(|g| g.0.clone()).collect(),
                     });
                 }
                 // Its value is known by the passes; the node stays as its key.
@@ -231,11 +232,7 @@ impl Lowering {
         if let Some(s) = self.spilled.get(&id(e)) {
             return Ok(s.clone());
         }
-        let slot = self.slot(e);
-        let Node::Slot(k) = &*slot.node else {
-            unreachable!("slot() makes slot nodes")
-        };
-        let k = *k;
+        let (k, slot) = self.slot(e);
         self.passes(std::slice::from_ref(e), true, StoreTo::Slot(k))?;
         self.spilled.insert(id(e), slot.clone());
         Ok(slot)

@@ -5,13 +5,12 @@
 
 use std::collections::HashMap;
 
+use outcore_kernels::AnyArray;
 use outcore_kernels::eval::{Buf, Instr, TILE_ELEMS};
-use outcore_kernels::{AnyArray, ReduceAxis};
 use outcore_spill::Consumer;
 
 use crate::compile::{NodeId, Pass, Planner, id, store_row_bytes};
 use crate::error::{Error, Result};
-use crate::expr::{Expr, Node};
 use crate::lower::{Plan, Step, StoreTo, placeholder};
 use crate::ops::kind::{ArrayOp, Quantile};
 use crate::ops::quantile::Method;
@@ -307,11 +306,9 @@ pub(crate) fn size_plan(
                     values.insert(id(r), placeholder(r));
                 }
             }
-            Step::Quantiles {
-                nodes, input, axis, ..
-            } => {
+            Step::Quantiles { nodes, .. } => {
                 for node in nodes {
-                    values.insert(*node, quantile_placeholder(input, *axis));
+                    values.insert(id(node), placeholder(node));
                 }
                 sized.extend(op);
             }
@@ -343,16 +340,6 @@ pub(crate) fn size_plan(
         }),
         _ => Ok(sized),
     }
-}
-
-/// A placeholder for a quantile of `input` along `axis`.
-fn quantile_placeholder(input: &Expr, axis: ReduceAxis) -> AnyArray {
-    let like = Expr::new(
-        Node::Invalid(String::new()),
-        crate::ops::kind::quantile_dtype(input.dtype),
-        input.reduce(outcore_kernels::ReduceOp::Max, axis).extent,
-    );
-    placeholder(&like)
 }
 
 /// The quantile kinds of a step, as text.
