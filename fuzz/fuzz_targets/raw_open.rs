@@ -153,6 +153,8 @@ fuzz_target!(|input: Input| {
                     byte_order,
                     shape: shape.clone(),
                     offset,
+                    layout: outcore_chunker::Layout::C,
+                    exact: true,
                 };
                 ArrayFile::open_raw(path, &spec)
             }

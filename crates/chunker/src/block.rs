@@ -130,14 +130,41 @@ impl BlockBuffer {
     }
 }
 
+/// Bytes in memory that an [`ArrayFile`](crate::ArrayFile) reads in place:
+/// a `Vec<u8>`, an `Arc<[u8]>`, or any owner of a buffer (such as a NumPy
+/// array held by the Python bindings). The bytes must not change while a
+/// run reads them.
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync + std::panic::RefUnwindSafe>;
+
 /// Where a block's bytes live.
-#[derive(Debug)]
 enum Data {
     /// A read-only window mapped over the input file, guarded against
     /// SIGBUS; `expected_len` is the file's length when it was opened.
     Mapped { window: Window, expected_len: u64 },
     /// An owned, aligned copy (byte-swapped, gathered or unaligned input).
     Owned(AlignedBuf),
+    /// A range of an in-memory array's bytes, read in place.
+    Memory {
+        bytes: SharedBytes,
+        range: Range<usize>,
+    },
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Data::Mapped {
+                window,
+                expected_len,
+            } => f
+                .debug_struct("Mapped")
+                .field("window", window)
+                .field("expected_len", expected_len)
+                .finish(),
+            Data::Owned(buf) => f.debug_tuple("Owned").field(buf).finish(),
+            Data::Memory { range, .. } => f.debug_struct("Memory").field("range", range).finish(),
+        }
+    }
 }
 
 /// The data of a run of rows, in native byte order and C order.
@@ -205,6 +232,26 @@ impl Block {
         }
     }
 
+    pub(crate) fn in_memory(
+        path: Arc<Path>,
+        start_row: u64,
+        rows: usize,
+        row_len: usize,
+        dtype: DType,
+        bytes: SharedBytes,
+        range: Range<usize>,
+    ) -> Block {
+        debug_assert_eq!(range.len(), rows * row_len * dtype.itemsize());
+        Block {
+            path,
+            start_row,
+            rows,
+            row_len,
+            dtype,
+            data: Data::Memory { bytes, range },
+        }
+    }
+
     /// The first row of the block in the array.
     pub fn start_row(&self) -> u64 {
         self.start_row
@@ -245,7 +292,7 @@ impl Block {
     pub fn into_buffer(self) -> Option<BlockBuffer> {
         match self.data {
             Data::Owned(buf) => Some(BlockBuffer(buf)),
-            Data::Mapped { .. } => None,
+            Data::Mapped { .. } | Data::Memory { .. } => None,
         }
     }
 
@@ -262,6 +309,7 @@ impl Block {
         match &self.data {
             Data::Mapped { window, .. } => window.bytes(),
             Data::Owned(buf) => buf.as_bytes(),
+            Data::Memory { bytes, range } => &(**bytes).as_ref()[range.clone()],
         }
     }
 

@@ -59,7 +59,7 @@
 
 pub use half::f16;
 
-pub use crate::block::{Block, BlockBuffer, BlockPlan};
+pub use crate::block::{Block, BlockBuffer, BlockPlan, SharedBytes};
 pub use crate::cancel::CancelToken;
 pub use crate::dtype::{ByteOrder, DType, Element, ParseDTypeError, parse_descr};
 pub use crate::error::{Error, Result};

@@ -18,6 +18,8 @@ pub enum Format {
     },
     /// Raw binary, described by a [`RawSpec`](crate::RawSpec).
     Raw,
+    /// Bytes in memory, read in place ([`ArrayFile::from_memory`](crate::ArrayFile::from_memory)).
+    Memory,
 }
 
 impl fmt::Display for Format {
@@ -25,6 +27,7 @@ impl fmt::Display for Format {
         match self {
             Format::Npy { major, minor } => write!(f, "npy {major}.{minor}"),
             Format::Raw => f.write_str("raw"),
+            Format::Memory => f.write_str("memory"),
         }
     }
 }

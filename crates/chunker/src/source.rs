@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::block::{AlignedBuf, Block, BlockBuffer, BlockPlan};
+use crate::block::{AlignedBuf, Block, BlockBuffer, BlockPlan, SharedBytes};
 use crate::dtype::{ByteOrder, DType};
 use crate::error::{Error, Result};
 use crate::map::map_window;
@@ -48,6 +48,13 @@ pub struct RawSpec {
     pub shape: Option<Vec<u64>>,
     /// Bytes to skip at the start of the file.
     pub offset: u64,
+    /// Element order: C (row-major, the default) or Fortran
+    /// (column-major, `np.memmap(..., order="F")`).
+    pub layout: Layout,
+    /// When true (the default), a file with bytes past the array's end is
+    /// refused, which catches a wrong shape or dtype; when false, they are
+    /// ignored, as `np.memmap` does.
+    pub exact: bool,
 }
 
 impl RawSpec {
@@ -58,6 +65,8 @@ impl RawSpec {
             byte_order: ByteOrder::NATIVE,
             shape: Some(shape),
             offset: 0,
+            layout: Layout::C,
+            exact: true,
         }
     }
 }
@@ -83,10 +92,44 @@ impl RawSpec {
 #[derive(Debug)]
 pub struct ArrayFile {
     path: Arc<Path>,
-    /// Shared with the mapped windows, which re-read its length.
-    file: Arc<File>,
+    backing: Backing,
     meta: ArrayMeta,
     mode: ReadMode,
+}
+
+/// Where an array's bytes come from.
+enum Backing {
+    /// A file, shared with the mapped windows, which re-read its length.
+    File(Arc<File>),
+    /// Bytes in memory.
+    Memory(SharedBytes),
+}
+
+impl std::fmt::Debug for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backing::File(file) => f.debug_tuple("File").field(file).finish(),
+            Backing::Memory(bytes) => write!(f, "Memory({} bytes)", (**bytes).as_ref().len()),
+        }
+    }
+}
+
+impl Backing {
+    /// Fills `buf` from byte `offset`, as `pread` would.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Backing::File(file) => file.read_exact_at(buf, offset),
+            Backing::Memory(bytes) => {
+                let bytes = (**bytes).as_ref();
+                let src = usize::try_from(offset)
+                    .ok()
+                    .and_then(|start| bytes.get(start..start.checked_add(buf.len())?))
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl ArrayFile {
@@ -110,7 +153,8 @@ impl ArrayFile {
     ///
     /// An [`Error`] naming the path for an unreadable file, an offset past
     /// the end, a size that is not a whole number of elements (without a
-    /// shape) or does not match the shape exactly.
+    /// shape) or does not match the shape (exactly, unless
+    /// [`RawSpec::exact`] is false).
     pub fn open_raw(path: impl AsRef<Path>, spec: &RawSpec) -> Result<ArrayFile> {
         let path = path.as_ref();
         let (file, len) = open_file(path)?;
@@ -144,11 +188,16 @@ impl ArrayFile {
             shape,
             spec.dtype,
             spec.byte_order,
-            Layout::C,
+            spec.layout,
             Format::Raw,
             spec.offset,
         )?;
-        if meta.nbytes() != available {
+        let fits = if spec.exact {
+            meta.nbytes() == available
+        } else {
+            meta.nbytes() <= available
+        };
+        if !fits {
             return Err(Error::SizeMismatch {
                 path: path.to_path_buf(),
                 shape: meta.shape.clone(),
@@ -207,13 +256,71 @@ impl ArrayFile {
         Ok(ArrayFile::from_parts(label, file, meta))
     }
 
+    /// An array whose bytes are in memory, read in place: blocks of a
+    /// native-order, C-order array aligned for its dtype are views of
+    /// `bytes` (no copy); others are converted block by block, as a file's
+    /// would be. `label` stands in for a path in errors and reports.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use outcore_chunker::{ArrayFile, ByteOrder, DType, Layout};
+    ///
+    /// let values: Vec<u8> = (0u8..12).collect();
+    /// let file = ArrayFile::from_memory(
+    ///     Arc::new(values), "<memory>", DType::U8, vec![4, 3], ByteOrder::NATIVE, Layout::C,
+    /// )?;
+    /// let block = file.read_rows(1..3)?;
+    /// assert_eq!(block.as_bytes(), &[3, 4, 5, 6, 7, 8]);
+    /// # Ok::<(), outcore_chunker::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SizeMismatch`] when `bytes` does not hold exactly the
+    /// array's bytes; the errors of [`ArrayMeta::new`] for a shape that
+    /// overflows.
+    pub fn from_memory(
+        bytes: SharedBytes,
+        label: impl AsRef<Path>,
+        dtype: DType,
+        shape: Vec<u64>,
+        byte_order: ByteOrder,
+        layout: Layout,
+    ) -> Result<ArrayFile> {
+        let label = label.as_ref();
+        let meta = ArrayMeta::new(label, shape, dtype, byte_order, layout, Format::Memory, 0)?;
+        let len = (*bytes).as_ref().len() as u64;
+        if len != meta.nbytes() {
+            return Err(Error::SizeMismatch {
+                path: label.to_path_buf(),
+                shape: meta.shape.clone(),
+                dtype: meta.dtype.name(),
+                offset: 0,
+                expected: meta.nbytes(),
+                actual: len,
+            });
+        }
+        Ok(ArrayFile {
+            path: Arc::from(label),
+            backing: Backing::Memory(bytes),
+            meta,
+            mode: ReadMode::default(),
+        })
+    }
+
     fn from_parts(path: &Path, file: File, meta: ArrayMeta) -> ArrayFile {
         ArrayFile {
             path: Arc::from(path),
-            file: Arc::new(file),
+            backing: Backing::File(Arc::new(file)),
             meta,
             mode: ReadMode::default(),
         }
+    }
+
+    /// True when the array's bytes are in memory
+    /// ([`ArrayFile::from_memory`]) rather than in a file.
+    pub fn is_memory(&self) -> bool {
+        matches!(self.backing, Backing::Memory(_))
     }
 
     /// Chooses how blocks are read. By default, [`ReadMode::Mmap`].
@@ -302,7 +409,24 @@ impl ArrayFile {
         let direct = self.mode == ReadMode::Mmap
             && (meta.byte_order.is_native() || itemsize == 1)
             && offset.is_multiple_of(itemsize as u64);
-        if direct {
+        if let Backing::Memory(bytes) = &self.backing
+            && (meta.byte_order.is_native() || itemsize == 1)
+        {
+            let start = offset as usize;
+            let aligned = ((**bytes).as_ref().as_ptr() as usize + start).is_multiple_of(itemsize);
+            if aligned {
+                return Ok(Block::in_memory(
+                    self.path.clone(),
+                    rows.start,
+                    n,
+                    row_len,
+                    meta.dtype,
+                    bytes.clone(),
+                    start..start + nbytes,
+                ));
+            }
+        }
+        if let (true, Backing::File(file)) = (direct, &self.backing) {
             // A file truncated since it was opened is refused here rather
             // than mapped (one fstat, well under a microsecond); a
             // truncation after this point is the guard's to catch.
@@ -311,8 +435,8 @@ impl ArrayFile {
                 return Err(self.truncated(&rows, len));
             }
             // `None`: the window could not be guarded; read it instead.
-            if let Some(window) = map_window(&self.file, offset, nbytes)
-                .map_err(|e| Error::io(&self.path, "map", e))?
+            if let Some(window) =
+                map_window(file, offset, nbytes).map_err(|e| Error::io(&self.path, "map", e))?
             {
                 return Ok(Block::mapped(
                     self.path.clone(),
@@ -326,7 +450,7 @@ impl ArrayFile {
             }
         }
         let mut buf = alloc(nbytes);
-        self.file
+        self.backing
             .read_exact_at(buf.as_bytes_mut(), offset)
             .map_err(|e| self.read_error(&rows, e))?;
         self.to_native(buf.as_bytes_mut());
@@ -338,13 +462,15 @@ impl ArrayFile {
         self.meta.data_offset + self.meta.nbytes()
     }
 
-    /// The file's current length.
+    /// The file's current length (the bytes' length in memory).
     fn file_len(&self) -> Result<u64> {
-        Ok(self
-            .file
-            .metadata()
-            .map_err(|e| Error::io(&self.path, "stat", e))?
-            .len())
+        match &self.backing {
+            Backing::File(file) => Ok(file
+                .metadata()
+                .map_err(|e| Error::io(&self.path, "stat", e))?
+                .len()),
+            Backing::Memory(bytes) => Ok((**bytes).as_ref().len() as u64),
+        }
     }
 
     fn truncated(&self, rows: &Range<u64>, actual_len: u64) -> Error {
@@ -405,7 +531,7 @@ impl ArrayFile {
             // `index` is the trailing multi-index of Fortran position `f`.
             let c: usize = index.iter().zip(&c_strides).map(|(i, s)| i * s).sum();
             let offset = meta.data_offset + (start + rows_total * f as u64) * isz as u64;
-            self.file.read_exact_at(&mut run, offset)?;
+            self.backing.read_exact_at(&mut run, offset)?;
             for (r, elem) in run.chunks_exact(isz).enumerate() {
                 let dst = (r * row_len + c) * isz;
                 out[dst..dst + isz].copy_from_slice(elem);

@@ -12,7 +12,7 @@ use common::{
 };
 use ndarray::{Array2, s};
 use outcore_chunker::{
-    ArrayFile, ArrayWriter, ByteOrder, DType, OutputSpec, RawSpec, ReadMode, with_dtype,
+    ArrayFile, ArrayWriter, ByteOrder, DType, Layout, OutputSpec, RawSpec, ReadMode, with_dtype,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
@@ -108,6 +108,8 @@ fn round_trip<T: common::Exact>(
                 byte_order: order,
                 shape: Some(shape.to_vec()),
                 offset: 0,
+                layout: Layout::C,
+                exact: true,
             },
         )
     }
@@ -404,6 +406,8 @@ fn raw_case() -> impl Strategy<Value = (RawSpec, Vec<u8>)> {
                 byte_order,
                 shape,
                 offset,
+                layout: Layout::C,
+                exact: true,
             };
             (spec, bytes)
         })

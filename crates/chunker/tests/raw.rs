@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{Rng, native_bytes, random_elements, read_bytes, swapped_bytes};
-use outcore_chunker::{ArrayFile, ByteOrder, DType, RawSpec, ReadMode};
+use outcore_chunker::{ArrayFile, ByteOrder, DType, Layout, RawSpec, ReadMode};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -21,6 +21,8 @@ fn spec(dtype: DType, shape: Option<Vec<u64>>, offset: u64) -> RawSpec {
         byte_order: ByteOrder::NATIVE,
         shape,
         offset,
+        layout: Layout::C,
+        exact: true,
     }
 }
 
@@ -98,6 +100,46 @@ fn a_shape_must_match_the_size_exactly() {
 }
 
 #[test]
+fn without_exact_a_file_may_hold_more_bytes_as_np_memmap_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<f64> = (0..6).map(f64::from).collect();
+    let path = write(dir.path(), "long.bin", &native_bytes(&values));
+    let loose = |shape: Vec<u64>, offset| RawSpec {
+        exact: false,
+        ..spec(DType::F64, Some(shape), offset)
+    };
+    let f = ArrayFile::open_raw(&path, &loose(vec![2, 2], 8)).unwrap();
+    assert_eq!(read_bytes(&f, 1).unwrap(), native_bytes(&values[1..5]));
+    // Still refused: more than the file holds.
+    let e = open_err(&path, &loose(vec![7], 0));
+    assert_eq!(e.kind(), "size_mismatch", "{e}");
+}
+
+#[test]
+fn fortran_order_reads_rows_in_c_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 2 × 3 array [[0, 1, 2], [3, 4, 5]] stored column by column.
+    let stored: Vec<f32> = vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0];
+    let path = write(dir.path(), "f.bin", &native_bytes(&stored));
+    let f = ArrayFile::open_raw(
+        &path,
+        &RawSpec {
+            layout: Layout::Fortran,
+            ..spec(DType::F32, Some(vec![2, 3]), 0)
+        },
+    )
+    .unwrap();
+    let want: Vec<f32> = (0..6).map(|v| v as f32).collect();
+    for k in 1..=2 {
+        assert_eq!(
+            read_bytes(&f, k).unwrap(),
+            native_bytes(&want),
+            "block size {k}"
+        );
+    }
+}
+
+#[test]
 fn a_shape_that_overflows_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "tiny.bin", &[0u8; 8]);
@@ -167,7 +209,7 @@ fn data_at_any_offset_reads_exactly() {
                     let mut bytes = vec![0xA5u8; offset as usize];
                     bytes.extend_from_slice(&data);
                     let path = write(dir.path(), "data.bin", &bytes);
-                    let raw = RawSpec { dtype, byte_order: order, shape: Some(vec![5, 3]), offset };
+                    let raw = RawSpec { byte_order: order, ..spec(dtype, Some(vec![5, 3]), offset) };
                     for mode in [ReadMode::Mmap, ReadMode::Pread] {
                         let what = format!("{dtype} {order} at offset {offset}, {mode:?}");
                         let file = ArrayFile::open_raw(&path, &raw).unwrap().with_read_mode(mode);

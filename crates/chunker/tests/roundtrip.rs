@@ -208,6 +208,8 @@ fn check_case<T: Exact>(case: &Case) -> Result<(), String> {
                     byte_order: case.order,
                     shape: Some(case.shape.clone()),
                     offset: 0,
+                    layout: Layout::C,
+                    exact: true,
                 },
             ),
         }

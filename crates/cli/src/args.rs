@@ -311,6 +311,8 @@ impl InputArgs {
             byte_order: dtype.resolve_byte_order(self.byte_order)?,
             shape,
             offset,
+            layout: outcore::Layout::C,
+            exact: true,
         }))
     }
 }

@@ -134,6 +134,7 @@ pub(crate) fn level(e: &Expr, memo: &mut HashMap<NodeId, usize>) -> usize {
         Node::Source(_)
         | Node::Slot(_)
         | Node::Const { .. }
+        | Node::Values(_)
         | Node::Invalid(_)
         | Node::Quantile(..)
         | Node::Op(..) => 0,
@@ -157,6 +158,7 @@ pub(crate) fn reduce_nodes(e: &Expr, out: &mut Vec<Expr>, seen: &mut HashMap<Nod
         Node::Source(_)
         | Node::Slot(_)
         | Node::Const { .. }
+        | Node::Values(_)
         | Node::Invalid(_)
         | Node::Quantile(..)
         | Node::Op(..) => {}
@@ -454,6 +456,7 @@ impl<'a> PassBuilder<'a> {
                 self.elementwise(f, e, None)?
             }
             Node::Const { .. }
+            | Node::Values(_)
             | Node::Reduce(..)
             | Node::Kernel(..)
             | Node::Quantile(..)
@@ -495,6 +498,7 @@ pub(crate) fn small_value(values: &HashMap<NodeId, AnyArray>, e: &Expr) -> Resul
             };
             Ok((buf, shape))
         }
+        Node::Values(v) => Ok((Buf::from_array(v, lane), shape)),
         Node::Reduce(..) | Node::Kernel(..) | Node::Quantile(..) | Node::Op(..) => {
             Err(Error::Invalid(format!(
                 "internal: {e} was not computed before it was needed"

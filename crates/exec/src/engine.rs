@@ -348,6 +348,34 @@ impl Engine {
         Ok(Expr::source(Arc::new(file)))
     }
 
+    /// An array already opened — from a file, or in memory with
+    /// [`ArrayFile::from_memory`] — as a lazy expression. Files get the
+    /// engine's read mode.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use outcore_chunker::{ArrayFile, ByteOrder, DType, Layout};
+    /// use outcore_exec::Engine;
+    ///
+    /// let bytes: Vec<u8> = [1.0f64, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+    /// let file = ArrayFile::from_memory(
+    ///     Arc::new(bytes), "<memory>", DType::F64, vec![2, 2], ByteOrder::NATIVE, Layout::C,
+    /// )?;
+    /// let engine = Engine::builder().memory_limit(16 << 20).build()?;
+    /// let x = engine.array(file);
+    /// let sums = engine.compute(x.sum(Some(0)))?;
+    /// assert_eq!(sums.to_f64().into_raw_vec_and_offset().0, vec![4.0, 6.0]);
+    /// # Ok::<(), outcore_exec::Error>(())
+    /// ```
+    pub fn array(&self, file: ArrayFile) -> Expr {
+        let file = if file.is_memory() {
+            file
+        } else {
+            file.with_read_mode(self.read_mode)
+        };
+        Expr::source(Arc::new(file))
+    }
+
     /// Computes expressions: reductions (and expressions of them) are
     /// returned as 0-d or 1-d arrays; a streamed expression is
     /// materialised in memory if it fits the budget. Everything requested

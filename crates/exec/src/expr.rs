@@ -129,6 +129,9 @@ pub(crate) enum Node {
     Op(ArrayOp, Expr),
     /// An exact quantile, computed before the passes.
     Quantile(Quantile, ReduceAxis, Expr),
+    /// Values held in memory, broadcast per column (`Extent::Row`) or
+    /// per row (`Extent::Column`).
+    Values(Arc<AnyArray>),
     /// An array an earlier step of the plan leaves in a spill file (a
     /// sorted or cumulated array, a spilled intermediate): read like a
     /// source once that step has run.
@@ -181,6 +184,7 @@ impl fmt::Display for Expr {
             },
             Node::Kernel(k, a) => f.write_str(&k.describe(&a.to_string())),
             Node::Slot(k) => write!(f, "<spilled #{k}>"),
+            Node::Values(v) => write!(f, "<{} values of {}>", v.len(), v.dtype()),
             Node::MapBlocks { input, .. } => write!(f, "map_blocks({input})"),
             Node::Op(ArrayOp::Sort, a) => write!(f, "sort({a}, axis=0)"),
             Node::Op(ArrayOp::Cumsum, a) => write!(f, "cumsum({a}, axis=0)"),
@@ -324,6 +328,50 @@ impl Expr {
         )
     }
 
+    /// Values in memory that broadcast along the rows, one per element of
+    /// a row, as NumPy broadcasts a `(c,)` array against an `(n, c)` one
+    /// (for an `(n, a, b)` array, `values` has shape `(a, b)`): `x -
+    /// Expr::row_values(means)`. A 0-d array is a scalar.
+    ///
+    /// ```
+    /// use outcore_exec::{AnyArray, Expr};
+    /// let offsets = Expr::row_values(AnyArray::F64(ndarray::arr1(&[1.0, 2.0]).into_dyn()));
+    /// assert_eq!(offsets.shape(), vec![2]);
+    /// ```
+    pub fn row_values(values: AnyArray) -> Expr {
+        let extent = if values.shape().is_empty() {
+            Extent::Scalar
+        } else {
+            Extent::Row {
+                row_len: values.len(),
+                shape: values.shape().iter().map(|&d| d as u64).collect(),
+            }
+        };
+        Expr::new(
+            Node::Values(Arc::new(values.clone())),
+            values.dtype(),
+            extent,
+        )
+    }
+
+    /// Values in memory that broadcast along the columns, one per row, as
+    /// NumPy broadcasts an `(n, 1)` array against an `(n, c)` one. Any
+    /// shape is taken as its `len()` values in order.
+    ///
+    /// ```
+    /// use outcore_exec::{AnyArray, Expr};
+    /// let weights = Expr::column_values(AnyArray::F32(ndarray::arr1(&[1.0f32, 2.0, 3.0]).into_dyn()));
+    /// assert_eq!(weights.shape(), vec![3, 1]);
+    /// ```
+    pub fn column_values(values: AnyArray) -> Expr {
+        let rows = values.len() as u64;
+        Expr::new(
+            Node::Values(Arc::new(values.clone())),
+            values.dtype(),
+            Extent::Column { rows },
+        )
+    }
+
     /// The element type of the result.
     pub fn dtype(&self) -> DType {
         self.dtype
@@ -354,7 +402,11 @@ impl Expr {
     /// The expressions this one is computed from.
     pub(crate) fn children(&self) -> Vec<&Expr> {
         match &*self.node {
-            Node::Source(_) | Node::Const { .. } | Node::Invalid(_) | Node::Slot(_) => Vec::new(),
+            Node::Source(_)
+            | Node::Const { .. }
+            | Node::Values(_)
+            | Node::Invalid(_)
+            | Node::Slot(_) => Vec::new(),
             Node::Unary(_, a)
             | Node::Cast(a, _)
             | Node::Reduce(_, _, a)

@@ -260,6 +260,7 @@ fn rebuild(e: &Expr, mut f: impl FnMut(&Expr) -> Result<Expr>) -> Result<Expr> {
         Node::Source(_)
         | Node::Slot(_)
         | Node::Const { .. }
+        | Node::Values(_)
         | Node::Invalid(_)
         | Node::Op(..)
         | Node::Quantile(..) => return Ok(e.clone()),

@@ -91,11 +91,12 @@ impl Report {
         let m = &self.meta;
         let version = match m.format {
             Format::Npy { major, minor } => Value::from(format!("{major}.{minor}")),
-            Format::Raw => Value::Null,
+            Format::Raw | Format::Memory => Value::Null,
         };
         let format = match m.format {
             Format::Npy { .. } => "npy",
             Format::Raw => "raw",
+            Format::Memory => "memory",
         };
         json!({
             "path": self.path,
