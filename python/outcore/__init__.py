@@ -12,6 +12,7 @@ or the module's default one (memory limit: half the available memory).
 from __future__ import annotations
 
 import copy
+import mmap
 import os
 import threading
 from typing import Any, Dict, Optional, Tuple, Union
@@ -21,7 +22,7 @@ import numpy as np
 from . import _errors
 from ._errors import *  # noqa: F403
 from ._errors import __all__ as _errors_all
-from ._outcore import Array, Engine
+from ._outcore import Array, Engine, _memory_array
 
 __all__ = [
     "Array",
@@ -29,6 +30,7 @@ __all__ = [
     "Explain",
     "open",
     "open_raw",
+    "asarray",
     "compute",
     "save",
     "explain",
@@ -126,6 +128,55 @@ def open_raw(
 ) -> Array:
     """Opens a raw binary file as ``np.memmap(path, dtype, offset=, shape=)`` would."""
     return current_engine().open_raw(os.fspath(path), dtype, shape, offset, order)
+
+
+def _memmap_of(a: Any) -> Optional[np.memmap]:
+    """The ``np.memmap`` whose mapping ``a`` views, if any."""
+    obj = a
+    while isinstance(obj, np.ndarray):
+        if isinstance(obj, np.memmap) and getattr(obj, "_mmap", None) is not None:
+            return obj
+        obj = obj.base
+    return None
+
+
+def asarray(a: Any) -> Array:
+    """``a`` as a lazy :class:`Array`, without copying or reading it.
+
+    - an :class:`Array` is returned as is;
+    - an ``np.memmap`` (also ``np.load(path, mmap_mode="r")``, or a
+      contiguous slice of one) is reopened from its file — filename, offset,
+      dtype, shape and order — so its pages are never touched and the run
+      stays within the budget (a copy-on-write ``mode="c"`` map is read in
+      memory instead, since its changes are not in the file);
+    - an in-memory ``np.ndarray`` is read in place, zero-copy, so the same
+      code runs on arrays that fit (a non-contiguous view is copied once,
+      ``np.ascontiguousarray``); anything else goes through ``np.asarray``.
+
+    The array must not be modified while a run reads it.
+    """
+    if isinstance(a, Array):
+        return a
+    mm = _memmap_of(a)
+    if mm is not None and mm.mode != "c" and mm.filename is not None:
+        if a.flags.c_contiguous:
+            order = "C"
+        elif a.flags.f_contiguous:
+            order = "F"
+        else:
+            raise ValueError(
+                f"a strided view of the memmap of {mm.filename} (shape {a.shape}, strides "
+                f"{a.strides}) cannot be reopened from the file; pass the whole memmap or "
+                "a contiguous slice of rows"
+            )
+        start = mm.offset - mm.offset % mmap.ALLOCATIONGRANULARITY
+        base = np.frombuffer(mm._mmap, dtype=np.uint8).ctypes.data
+        offset = start + (a.ctypes.data - base)
+        return open_raw(mm.filename, a.dtype, a.shape, offset=offset, order=order)
+    arr = np.asarray(a)
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.ascontiguousarray(arr)
+    return _memory_array(arr)
 
 
 def compute(*arrays: Array) -> Tuple[np.ndarray, ...]:

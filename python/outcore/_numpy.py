@@ -42,11 +42,6 @@ def _scalar(v: Any) -> Any:
     return v
 
 
-def _check_operand(name: str, v: Any) -> None:
-    if isinstance(v, np.ndarray):
-        raise _refuse(name, "a NumPy array operand (only outcore arrays and scalars)")
-
-
 # ---- NEP 13 ---------------------------------------------------------------
 
 
@@ -57,8 +52,6 @@ def array_ufunc(ufunc: Any, method: str, inputs: tuple, kwargs: Optional[dict]) 
     if kwargs:
         raise _refuse(name, ", ".join(f"{k}=" for k in kwargs))
     inputs = tuple(_scalar(v) for v in inputs)
-    for v in inputs:
-        _check_operand(name, v)
     if name in UNARY_UFUNCS and len(inputs) == 1:
         return inputs[0]._unary(name)
     if name in BINARY_UFUNCS and len(inputs) == 2:
@@ -193,8 +186,6 @@ def _where(condition, x=_NV, y=_NV):  # type: ignore[no-untyped-def]
     if x is _NV or y is _NV:
         raise _refuse("where", "one argument (np.nonzero)")
     ops = [_scalar(v) for v in (condition, x, y)]
-    for v in ops:
-        _check_operand("where", v)
     out = Array._where(*ops)
     if out is None:
         raise _refuse("where", "operands of types "
@@ -210,9 +201,10 @@ def _clip(a, a_min=_NV, a_max=_NV, out=None, *, min=_NV, max=_NV, **kwargs):  # 
     lo = min if a_min is _NV else a_min
     hi = max if a_max is _NV else a_max
     lo, hi = (None if v is _NV else _scalar(v) for v in (lo, hi))
-    for v in (lo, hi):
-        _check_operand("clip", v)
-    res = x._clip(lo, hi)
+    # NumPy's result dtype: Python scalars are weak, everything else strong.
+    dtype = np.result_type(*(v.dtype if isinstance(v, Array) else v
+                             for v in (x, lo, hi) if v is not None))
+    res = x._clip(lo, hi, dtype)
     if res is None:
         raise _refuse("clip", "bounds that are neither scalars nor outcore arrays")
     return res

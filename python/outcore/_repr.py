@@ -49,7 +49,7 @@ def rows(a: Array) -> List[Tuple[str, str]]:
         return out
     passes = plan["passes"]
     read = sum(p["bytes_read"] for p in passes)
-    out.append(("on disk", format_bytes(read) + " read in passes"))
+    out.append(("reads", format_bytes(read) + " in passes"))
     steps = len(plan["steps"])
     n = len(passes)
     out.append(("passes", f"{n} pass{'es' if n != 1 else ''}"

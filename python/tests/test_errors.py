@@ -122,6 +122,6 @@ def test_open_raw_bad_spec(tmp_path):
     with pytest.raises(ValueError):
         oc.open_raw(p, "float64", (4,))
     with pytest.raises(ValueError):
-        oc.open_raw(p, "float64", (1,), order="F")
+        oc.open_raw(p, "float64", (1,), order="X")
     with pytest.raises((ValueError, TypeError)):
         oc.open_raw(p, "complex128", (1,))

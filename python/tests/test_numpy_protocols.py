@@ -70,9 +70,14 @@ def test_binary_ufuncs_argument_order(npy, dtype):
 def test_numpy_scalars_and_0d_arrays(npy):
     a = sample("float32", (4, 2))
     x = npy(a)
-    got = oc.compute(np.maximum(x, np.float32(0)), np.add(np.array(1.5), x))
+    got = oc.compute(np.maximum(x, np.float32(0)), np.add(np.array(1.5), x),
+                     x * np.float64(2), x + 1.5)
     assert_same(got[0], np.maximum(a, np.float32(0)), "float32")
-    assert_same(got[1], np.add(1.5, a), "float32")
+    # NumPy 2 (NEP 50): NumPy scalars and 0-d arrays keep their dtype,
+    # Python scalars are weak.
+    assert_same(got[1], np.add(np.array(1.5), a), "float64")
+    assert_same(got[2], a * np.float64(2), "float64")
+    assert_same(got[3], a + 1.5, "float32")
 
 
 FUNCS = ["sum", "mean", "min", "amin", "max", "amax", "argmin", "argmax", "nansum",
@@ -160,10 +165,7 @@ def test_unsupported_functions_and_arguments(npy):
     _refused(lambda: np.sin(x), "sin")
     _refused(lambda: np.add.reduce(x), "add.reduce")
     _refused(lambda: np.add(x, 1, out=np.empty((6, 3))), "add")
-    _refused(lambda: np.add(x, a), "add")  # NumPy operands: not yet
     _refused(lambda: np.maximum(x, "a"), "maximum")
-    with pytest.raises(TypeError):
-        x + a  # noqa: B018  # ndarray operand: the ufunc refuses, never loads
     with pytest.raises(np.exceptions.AxisError):
         np.sum(x, axis=2)
 

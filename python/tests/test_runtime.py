@@ -39,7 +39,7 @@ def test_repr_and_html(npy):
     y = np.sqrt(x) + 1
     text = repr(y)
     for part in ["outcore.Array", "shape=(4, 3)", "float32", "sqrt(", "+ 1",
-                 "pass", "rows", "peak memory", "limit", "in memory", "on disk"]:
+                 "pass", "rows", "peak memory", "limit", "in memory", "reads"]:
         assert part in text, (part, text)
     h = y._repr_html_()
     assert h.startswith("<table>") and "</table>" in h

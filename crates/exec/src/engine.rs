@@ -368,12 +368,11 @@ impl Engine {
     /// # Ok::<(), outcore_exec::Error>(())
     /// ```
     pub fn array(&self, file: ArrayFile) -> Expr {
-        let file = if file.is_memory() {
-            file
+        if file.is_memory() {
+            Expr::array(file)
         } else {
-            file.with_read_mode(self.read_mode)
-        };
-        Expr::source(Arc::new(file))
+            Expr::array(file.with_read_mode(self.read_mode))
+        }
     }
 
     /// Computes expressions: reductions (and expressions of them) are

@@ -184,6 +184,9 @@ impl fmt::Display for Expr {
             },
             Node::Kernel(k, a) => f.write_str(&k.describe(&a.to_string())),
             Node::Slot(k) => write!(f, "<spilled #{k}>"),
+            Node::Values(v) if v.shape().is_empty() => {
+                write!(f, "{}({})", v.dtype(), v.to_f64().sum())
+            }
             Node::Values(v) => write!(f, "<{} values of {}>", v.len(), v.dtype()),
             Node::MapBlocks { input, .. } => write!(f, "map_blocks({input})"),
             Node::Op(ArrayOp::Sort, a) => write!(f, "sort({a}, axis=0)"),
@@ -326,6 +329,13 @@ impl Expr {
             DType::I64,
             Extent::Scalar,
         )
+    }
+
+    /// An array already opened, as a lazy expression read with the
+    /// file's own read mode ([`Engine::array`](crate::Engine::array)
+    /// gives it the engine's).
+    pub fn array(file: ArrayFile) -> Expr {
+        Expr::source(Arc::new(file))
     }
 
     /// Values in memory that broadcast along the rows, one per element of

@@ -7,6 +7,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyTuple};
 
 use crate::convert::{from_numpy_dtype, to_numpy_dtype};
 use crate::errors::raise;
+use crate::memory;
 
 /// A lazy array over files: operators and methods build a plan; nothing
 /// is read until `compute`, `save` or `numpy.asarray`.
@@ -52,11 +53,26 @@ fn axis_of(expr: &Expr, axis: Option<i64>) -> PyResult<Option<usize>> {
     Ok(Some(norm as usize))
 }
 
-/// A Python operand as an expression: an `Array`, or a scalar (weak, as
-/// NumPy treats Python scalars). `None` for anything else.
-fn operand(other: &Bound<'_, PyAny>) -> PyResult<Option<Expr>> {
+/// A Python operand as an expression: an `Array`; a Python scalar (weak,
+/// as NumPy treats them); a NumPy scalar (of its dtype); a NumPy array
+/// that broadcasts against `like` (the other operand) as NumPy's rules
+/// say. `None` for anything else.
+fn operand(other: &Bound<'_, PyAny>, like: Option<&Expr>) -> PyResult<Option<Expr>> {
     if let Ok(a) = other.extract::<PyRef<'_, PyArray>>() {
         return Ok(Some(a.expr.clone()));
+    }
+    let numpy = other.py().import("numpy")?;
+    if other.is_instance(&numpy.getattr("ndarray")?)? {
+        return match like {
+            Some(like) => Ok(Some(memory::ndarray_operand(like, other)?)),
+            None => Ok(None),
+        };
+    }
+    // NumPy scalars (np.float64(2), np.int8(3)) keep their dtype, as in
+    // NumPy 2 (NEP 50): float32 data times np.float64(2) is float64. First:
+    // np.float64 is also a Python float.
+    if other.is_instance(&numpy.getattr("generic")?)? {
+        return memory::numpy_scalar(other);
     }
     if other.is_instance_of::<PyBool>() {
         let v: bool = other.extract()?;
@@ -74,23 +90,17 @@ fn operand(other: &Bound<'_, PyAny>) -> PyResult<Option<Expr>> {
     if other.is_instance_of::<PyFloat>() {
         return Ok(Some(Expr::constant(other.extract()?)));
     }
-    // NumPy scalars (np.float32(2), np.int8(3)): as Python scalars.
-    let numpy = other.py().import("numpy")?;
-    if other.is_instance(&numpy.getattr("generic")?)? {
-        if other.is_instance(&numpy.getattr("bool_")?)? {
-            let v: bool = other.call_method0("item")?.extract()?;
-            return Ok(Some(Expr::int_constant(i64::from(v)).cast(DType::Bool)));
-        }
-        if other.is_instance(&numpy.getattr("integer")?)?
-            && let Ok(v) = other.extract::<i64>()
-        {
-            return Ok(Some(Expr::int_constant(v)));
-        }
-        if let Ok(v) = other.extract::<f64>() {
-            return Ok(Some(Expr::constant(v)));
-        }
-    }
     Ok(None)
+}
+
+/// Two operands, a NumPy array among them broadcasting against the other.
+fn pair(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<(Option<Expr>, Option<Expr>)> {
+    let ea = operand(a, None)?;
+    let eb = operand(b, ea.as_ref())?;
+    if ea.is_none() && eb.is_some() {
+        return Ok((operand(a, eb.as_ref())?, eb));
+    }
+    Ok((ea, eb))
 }
 
 fn wrap(expr: Expr) -> PyArray {
@@ -105,7 +115,7 @@ impl PyArray {
         reflected: bool,
     ) -> PyResult<Py<PyAny>> {
         let py = other.py();
-        let Some(o) = operand(other)? else {
+        let Some(o) = operand(other, Some(&self.expr))? else {
             return Ok(py.NotImplemented());
         };
         let expr = if reflected {
@@ -269,7 +279,7 @@ impl PyArray {
         a: &Bound<'_, PyAny>,
         b: &Bound<'_, PyAny>,
     ) -> PyResult<Option<PyArray>> {
-        let (Some(a), Some(b)) = (operand(a)?, operand(b)?) else {
+        let (Some(a), Some(b)) = pair(a, b)? else {
             return Ok(None);
         };
         let op = match name {
@@ -309,32 +319,42 @@ impl PyArray {
         a: &Bound<'_, PyAny>,
         b: &Bound<'_, PyAny>,
     ) -> PyResult<Option<PyArray>> {
-        let (Some(c), Some(a), Some(b)) = (operand(cond)?, operand(a)?, operand(b)?) else {
+        let like = [cond, a, b]
+            .into_iter()
+            .find_map(|o| o.extract::<PyRef<'_, PyArray>>().ok())
+            .map(|a| a.expr.clone());
+        let (Some(c), Some(a), Some(b)) = (
+            operand(cond, like.as_ref())?,
+            operand(a, like.as_ref())?,
+            operand(b, like.as_ref())?,
+        ) else {
             return Ok(None);
         };
         Ok(Some(wrap(c.cast(DType::Bool).select(a, b))))
     }
 
-    /// `np.clip(x, lo, hi)` (either bound may be `None`); the result keeps
-    /// the array's dtype, as NumPy's with scalar bounds. `None` if a bound
-    /// is neither an `Array` nor a scalar.
-    #[pyo3(signature = (lo, hi))]
+    /// `np.clip(x, lo, hi)` (either bound may be `None`), cast to `dtype`
+    /// (NumPy's `result_type` of the operands, computed by the caller).
+    /// `None` if a bound is not an operand.
+    #[pyo3(signature = (lo, hi, dtype))]
     fn _clip(
         &self,
         lo: Option<&Bound<'_, PyAny>>,
         hi: Option<&Bound<'_, PyAny>>,
+        dtype: &Bound<'_, PyAny>,
     ) -> PyResult<Option<PyArray>> {
+        let dtype = from_numpy_dtype(dtype)?;
         let mut out = self.expr.clone();
         for (bound, op) in [(lo, BinaryOp::Maximum), (hi, BinaryOp::Minimum)] {
             let Some(bound) = bound.filter(|b| !b.is_none()) else {
                 continue;
             };
-            let Some(e) = operand(bound)? else {
+            let Some(e) = operand(bound, Some(&self.expr))? else {
                 return Ok(None);
             };
             out = out.binary(op, &e);
         }
-        Ok(Some(wrap(out.cast(self.expr.dtype()))))
+        Ok(Some(wrap(out.cast(dtype))))
     }
 
     fn __add__(&self, o: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use outcore::{CancelToken, Engine, EngineBuilder, Expr, RawSpec, parse_size};
+use outcore::{CancelToken, Engine, EngineBuilder, Expr, Layout, RawSpec, parse_size};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
 
@@ -170,19 +170,28 @@ impl PyEngine {
         offset: u64,
         order: &str,
     ) -> PyResult<PyArray> {
-        if order != "C" {
-            return Err(raise(
-                "ConfigError",
-                format!("order={order:?}: only C order (\"C\") raw files are supported"),
-            ));
-        }
-        let dtype = from_numpy_dtype(dtype)?;
+        let layout = match order {
+            "C" => Layout::C,
+            "F" => Layout::Fortran,
+            _ => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "order must be one of 'C', 'F' (got {order:?})"
+                )));
+            }
+        };
+        let (dtype, byte_order) = crate::memory::dtype_and_order(dtype)?;
         let shape: Vec<u64> = match shape.extract::<u64>() {
             Ok(n) => vec![n],
             Err(_) => shape.extract()?,
         };
-        let mut spec = RawSpec::new(dtype, shape);
-        spec.offset = offset;
+        // As np.memmap: bytes past the array's end are allowed.
+        let spec = RawSpec {
+            byte_order,
+            offset,
+            layout,
+            exact: false,
+            ..RawSpec::new(dtype, shape)
+        };
         let expr = py
             .detach(|| self.engine.open_raw(&path, &spec))
             .map_err(to_py)?;
