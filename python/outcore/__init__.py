@@ -28,6 +28,8 @@ __all__ = [
     "Array",
     "Engine",
     "Explain",
+    "Report",
+    "last_report",
     "open",
     "open_raw",
     "asarray",
@@ -79,7 +81,10 @@ class config:
 
     ``memory_limit``: bytes or text such as ``"256MiB"`` (default: half of
     the available memory); ``threads``: worker threads (default: one per
-    core); ``spill_dir``: where spill files go (default: the temp directory).
+    core); ``spill_dir``: where spill files go (default: the temp
+    directory); ``progress``: a progress bar on ``sys.stderr`` during runs
+    longer than half a second (default: only when ``sys.stderr`` is a
+    terminal, so never in pipes or tests; ``True`` in a notebook).
     """
 
     def __init__(
@@ -87,12 +92,14 @@ class config:
         memory_limit: Union[int, str, None] = "256MiB",
         threads: Optional[int] = None,
         spill_dir: Optional[_PathLike] = None,
+        progress: Optional[bool] = None,
     ) -> None:
         global _default
         self.engine = Engine(
             memory_limit=memory_limit,
             threads=threads,
             spill_dir=None if spill_dir is None else os.fspath(spill_dir),
+            progress=progress,
         )
         self._entered = False
         with _default_lock:
@@ -212,6 +219,58 @@ class Explain:
 
     def __repr__(self) -> str:
         return str(self._data["text"])
+
+
+class Report:
+    """What a run did and used (:func:`last_report`).
+
+    ``seconds``, ``passes``, ``blocks``, ``bytes_read``, ``bytes_written``,
+    ``bytes_spilled``, ``memory_limit``, ``peak_reserved`` (the most the
+    engine held at once, all consumers), ``reserved_by_consumer`` (the
+    most each held: reader, kernel, state, writer, spill, other),
+    ``peak_rss`` and ``rss`` (the process's peak and current resident set
+    after the run, in bytes; ``None`` where the OS does not tell).
+    """
+
+    seconds: float
+    passes: int
+    blocks: int
+    bytes_read: int
+    bytes_written: int
+    bytes_spilled: int
+    memory_limit: int
+    peak_reserved: int
+    peak_rss: Optional[int]
+    rss: Optional[int]
+    reserved_by_consumer: Dict[str, int]
+
+    def __init__(self, data: Dict[str, Any]) -> None:
+        self._data = dict(data)
+        for k, v in data.items():
+            setattr(self, k, v)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The fields as a dict."""
+        return copy.deepcopy(self._data)
+
+    def __repr__(self) -> str:
+        from ._repr import format_bytes as fb
+
+        rss = "n/a" if self.peak_rss is None else fb(self.peak_rss)
+        return (
+            f"outcore.Report({self.seconds:.3f} s, {self.passes} pass"
+            f"{'es' if self.passes != 1 else ''}, read {fb(self.bytes_read)}, "
+            f"written {fb(self.bytes_written)}, spilled {fb(self.bytes_spilled)}, "
+            f"peak reserved {fb(self.peak_reserved)} of {fb(self.memory_limit)} limit, "
+            f"peak RSS {rss})"
+        )
+
+
+def last_report() -> Optional[Report]:
+    """The :class:`Report` of the current engine's last finished run
+    (``compute``, ``save``, ``np.asarray``), or ``None`` before the first."""
+    data = current_engine().last_report()
+    return None if data is None else Report(data)
 
 
 def explain(*arrays: Array) -> Explain:

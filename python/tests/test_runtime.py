@@ -174,3 +174,56 @@ def test_ctrl_c_interrupts_a_run_and_leaves_nothing(big, tmp_path):
     assert waited < 5.0, waited
     assert not out.exists()
     assert list(spill.iterdir()) == []
+
+
+PROGRESS_CHILD = textwrap.dedent(
+    """
+    import sys
+    import outcore as oc
+    kw = {} if sys.argv[2] == "auto" else {"progress": sys.argv[2] == "yes"}
+    with oc.config(memory_limit="16MiB", threads=1, **kw):
+        x = oc.open(sys.argv[1])
+        oc.compute(x.sort(axis=0).sum(axis=0), (x * 2).std(axis=0))
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["yes", "no", "auto"])
+def test_progress_bar_only_when_asked_or_on_a_terminal(big, mode):
+    """A run longer than half a second draws its steps on stderr when
+    asked; by default (stderr a pipe here) and when refused, nothing."""
+    out = subprocess.run([sys.executable, "-c", PROGRESS_CHILD, str(big), mode],
+                         capture_output=True, text=True, timeout=300, check=True)
+    if mode == "yes":
+        assert "step 1 of 2: sort" in out.stderr, out.stderr[:500]
+        # (text mode reads "\r" as a line end) The line is cleared at the end.
+        assert out.stderr.rstrip("\n").split("\n")[-1].strip() == "", out.stderr[-200:]
+    else:
+        assert out.stderr == ""
+
+
+def test_progress_line():
+    from outcore._progress import line
+
+    assert line("step 2 of 3: pass", 512 << 20, 1 << 30, 1.0) == (
+        "step 2 of 3: pass  " + "█" * 15 + "░" * 15 + " 512.0 MiB/1.0 GiB 512.0 MiB/s")
+    assert line("step 1 of 1: sort", 0, 0, 12.4) == "step 1 of 1: sort  12 s"
+
+
+def test_last_report(npy):
+    x = npy(np.arange(40.0).reshape(10, 4))
+    with oc.config(memory_limit="32MiB"):
+        assert oc.last_report() is None
+        oc.compute(x.sum(axis=0), x.std(axis=0))
+        r = oc.last_report()
+        assert r is not None
+        assert r.passes == 1 and r.bytes_read == 320 and r.bytes_written == 0
+        assert r.bytes_spilled == 0 and r.memory_limit == 32 << 20
+        assert 0 < r.peak_reserved <= r.memory_limit and r.seconds > 0
+        assert r.peak_rss is None or r.peak_rss > 0
+        assert "1 pass" in repr(r) and "32.0 MiB limit" in repr(r)
+        assert set(r.to_dict()) >= {"seconds", "passes", "bytes_read", "bytes_written",
+                                    "bytes_spilled", "peak_rss", "peak_reserved",
+                                    "memory_limit", "reserved_by_consumer"}
+        assert set(r.reserved_by_consumer) <= {"reader", "kernel", "state", "writer",
+                                                "spill", "other"}

@@ -21,6 +21,7 @@ use crate::expr::{Expr, Extent, Node};
 use crate::lower::{Goal, Plan};
 use crate::ops::kind::QuantileMethod;
 use crate::outputs::Outputs;
+use crate::progress::Progress;
 use crate::report::RunReport;
 use crate::runtime::Runtime;
 
@@ -237,6 +238,7 @@ impl EngineBuilder {
                 block_bytes: self.block_bytes.unwrap_or(DEFAULT_BLOCK_BYTES),
                 quantile_method: self.quantile_method,
                 progress: self.progress,
+                watch: None,
             },
             read_mode: self.read_mode,
             fsync: self.fsync,
@@ -325,6 +327,15 @@ impl Engine {
     pub fn with_cancel(&self, token: CancelToken) -> Engine {
         let mut engine = self.clone();
         engine.rt.cancel = token;
+        engine
+    }
+
+    /// A clone of this engine (same budget, pool and settings) whose runs
+    /// tell `progress` how far they have come, for a watcher on another
+    /// thread (the Python package draws its progress bar from it).
+    pub fn with_progress(&self, progress: Arc<Progress>) -> Engine {
+        let mut engine = self.clone();
+        engine.rt.watch = Some(progress);
         engine
     }
 

@@ -42,7 +42,9 @@ pub(crate) fn execute(
     let mut values: HashMap<NodeId, AnyArray> = HashMap::new();
     // What the output's last rows came from, for a cancellation after them.
     let mut last_stage = "blocks of a pass";
-    for step in &plan.steps {
+    let n = plan.steps.len();
+    for (k, step) in plan.steps.iter().enumerate() {
+        let label = |what: &str| format!("step {} of {n}: {what}", k + 1);
         match step {
             Step::Pass { req, to } => {
                 let files: Vec<Option<Arc<ArrayFile>>> = slots
@@ -70,7 +72,8 @@ pub(crate) fn execute(
                 }
                 let collect = dests.iter().any(|d| matches!(d, Dest::Collect));
                 let sizing = size(rt, &pass, &store_row_bytes(req), collect)?;
-                run_pass(rt, &pass, req, &sizing, &dests, &mut values, report)?;
+                let step = label("pass");
+                run_pass(rt, &step, &pass, req, &sizing, &dests, &mut values, report)?;
                 drop(dests);
                 for (k, file) in filled {
                     let file = Arc::try_unwrap(file)
@@ -82,6 +85,12 @@ pub(crate) fn execute(
             }
             Step::Op { op, input, to } => {
                 let src = file_of(input, &slots)?;
+                let name = match op {
+                    ArrayOp::Sort => "sort",
+                    ArrayOp::Cumsum => "cumsum",
+                    ArrayOp::Persist => "spill",
+                };
+                rt.progress(&label(name), 0).finish();
                 match to {
                     StoreTo::Slot(k) => {
                         let file = rt.spill().create(slot_bytes(plan, *k))?;
@@ -107,6 +116,7 @@ pub(crate) fn execute(
                 nodes,
             } => {
                 let src = file_of(input, &slots)?;
+                rt.progress(&label("quantiles"), 0).finish();
                 let results = crate::ops::quantile::compute(rt, &src, *axis, kinds, report)?;
                 for (node, value) in nodes.iter().zip(results) {
                     values.insert(id(node), value);

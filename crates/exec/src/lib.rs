@@ -46,6 +46,7 @@ pub use crate::explain::{Explain, PassInfo};
 pub use crate::expr::{Expr, IntoAxis, IntoExpr};
 pub use crate::ops::kind::{Quantile, QuantileMethod};
 pub use crate::outputs::Outputs;
+pub use crate::progress::{Progress, ProgressSnapshot};
 pub use crate::report::RunReport;
 pub use outcore_chunker::CancelToken;
 pub use outcore_kernels::{
@@ -64,6 +65,7 @@ mod lower;
 mod ops;
 mod outputs;
 mod pass;
+mod progress;
 mod report;
 mod runtime;
 mod sizing;

@@ -82,8 +82,10 @@ struct BlockResult {
 /// merges the reductions' states in block order and sends the
 /// streamed outputs to `dests`; the reductions' results (and the
 /// collected outputs) go into `values`.
+#[allow(clippy::too_many_arguments)] // a pass's parts, each used apart
 pub(crate) fn run_pass(
     rt: &Runtime,
+    step: &str,
     pass: &Pass,
     req: &PassRequest,
     sizing: &Sizing,
@@ -105,7 +107,7 @@ pub(crate) fn run_pass(
     let plan = outcore_chunker::BlockPlan::new(pass.rows, sizing.block_rows);
     let n = plan.len();
     let bytes_read = AtomicU64::new(0);
-    let bar = rt.progress_bar(pass.rows * pass.source_row_bytes());
+    let bar = rt.progress(step, pass.rows * pass.source_row_bytes());
 
     // Reductions accumulate here, in block order.
     let mut merged: Vec<Option<State>> = (0..pass.reduces.len()).map(|_| None).collect();
@@ -180,9 +182,7 @@ pub(crate) fn run_pass(
                 acc.append(block);
             }
         }
-        if let Some(bar) = &bar {
-            bar.inc(sizing.block_rows * pass.source_row_bytes());
-        }
+        bar.inc(sizing.block_rows * pass.source_row_bytes());
         Ok(())
     };
     let streamed = crate::stream::run(
@@ -197,9 +197,7 @@ pub(crate) fn run_pass(
     );
     // Cleared on error too (an interrupted run's error line then
     // stands alone).
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    bar.finish();
     streamed?;
     report.blocks += n as u64;
     report.bytes_read += bytes_read.load(Ordering::Relaxed);

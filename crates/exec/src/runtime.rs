@@ -12,6 +12,7 @@ use rayon::ThreadPool;
 
 use crate::error::{Error, Result};
 use crate::ops::kind::QuantileMethod;
+use crate::progress::Progress;
 
 /// What a run executes with (shared by the clones of an engine).
 #[derive(Clone, Debug)]
@@ -25,6 +26,35 @@ pub(crate) struct Runtime {
     pub(crate) quantile_method: QuantileMethod,
     /// Show a progress bar on a terminal.
     pub(crate) progress: bool,
+    /// Where the run's progress is told, for a watcher on another thread.
+    pub(crate) watch: Option<Arc<Progress>>,
+}
+
+/// The progress of one step: a bar on a terminal (when asked for) and the
+/// watcher's counters (when there is one).
+pub(crate) struct Tick {
+    bar: Option<ProgressBar>,
+    watch: Option<Arc<Progress>>,
+}
+
+impl Tick {
+    /// `bytes` more are done.
+    pub(crate) fn inc(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+        if let Some(w) = &self.watch {
+            w.add(bytes);
+        }
+    }
+
+    /// The step is over: the bar is cleared (also on error, so that an
+    /// interrupted run's error line stands alone).
+    pub(crate) fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// The memory of a pass (or an operator's streaming stage), by consumer:
@@ -158,9 +188,19 @@ impl Runtime {
         Ok((fixed, slots))
     }
 
-    /// A progress bar over `total` bytes, when asked for and stderr is a
-    /// terminal.
-    pub(crate) fn progress_bar(&self, total: u64) -> Option<ProgressBar> {
+    /// The progress of a step `step` over `total` bytes: told to the
+    /// watcher, and drawn as a bar when asked for and stderr is a terminal.
+    pub(crate) fn progress(&self, step: &str, total: u64) -> Tick {
+        if let Some(w) = &self.watch {
+            w.start(step, total);
+        }
+        Tick {
+            bar: self.progress_bar(total),
+            watch: self.watch.clone(),
+        }
+    }
+
+    fn progress_bar(&self, total: u64) -> Option<ProgressBar> {
         use std::io::IsTerminal;
         if !self.progress || !std::io::stderr().is_terminal() {
             return None;
@@ -196,6 +236,7 @@ impl Runtime {
             block_bytes: 8 << 20,
             quantile_method: QuantileMethod::Auto,
             progress: false,
+            watch: None,
         }
     }
 }

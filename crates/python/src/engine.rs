@@ -1,12 +1,14 @@
 //! `_outcore.Engine`: an engine and its settings.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use outcore::{CancelToken, Engine, EngineBuilder, Expr, Layout, RawSpec, parse_size};
+use outcore::exec::Progress;
+use outcore::{CancelToken, Engine, EngineBuilder, Expr, Layout, RawSpec, RunReport, parse_size};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
 
@@ -14,19 +16,30 @@ use crate::array::PyArray;
 use crate::convert::{from_numpy_dtype, to_numpy};
 use crate::errors::{raise, to_py};
 
+/// A run's progress bar is drawn (by `outcore._progress`) only once the
+/// run has taken this long: short runs print nothing.
+const PROGRESS_AFTER: Duration = Duration::from_millis(500);
+
 /// Runs `run` on `engine` with the GIL released, on a thread of its own,
 /// while this thread checks for signals every 50 ms: Ctrl-C (any pending
 /// Python exception from a signal handler) cancels the run — it stops
 /// between blocks, leaving no output or spill file — and is raised once
-/// the run has stopped.
+/// the run has stopped. With `progress`, the run's progress is drawn on
+/// `sys.stderr` while it lasts.
 fn interruptible<T: Send>(
     py: Python<'_>,
     engine: &Engine,
+    progress: bool,
     run: impl FnOnce(&Engine) -> outcore::Result<T> + Send,
 ) -> PyResult<T> {
     let token = CancelToken::new();
-    let engine = engine.with_cancel(token.clone());
-    std::thread::scope(|scope| {
+    let watch = Arc::new(Progress::default());
+    let engine = engine
+        .with_cancel(token.clone())
+        .with_progress(watch.clone());
+    let start = Instant::now();
+    let mut drawn = false;
+    let result = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel();
         let engine = &engine;
         scope.spawn(move || {
@@ -45,6 +58,17 @@ fn interruptible<T: Send>(
             match got {
                 Ok(result) => return result.map_err(to_py),
                 Err(RecvTimeoutError::Timeout) => {
+                    if progress && start.elapsed() >= PROGRESS_AFTER {
+                        let now = watch.snapshot();
+                        let elapsed = start.elapsed().as_secs_f64();
+                        // A progress bar that cannot be drawn is no
+                        // reason to stop the run.
+                        let _ = py.import("outcore._progress").and_then(|m| {
+                            m.getattr("draw")?
+                                .call1((now.step, now.done, now.total, elapsed))
+                        });
+                        drawn = true;
+                    }
                     if let Err(interrupt) = py.check_signals() {
                         token.cancel();
                         // The run stops within about a block; its error
@@ -61,7 +85,34 @@ fn interruptible<T: Send>(
                 }
             }
         }
-    })
+    });
+    if drawn {
+        let _ = py
+            .import("outcore._progress")
+            .and_then(|m| m.getattr("clear")?.call0());
+    }
+    result
+}
+
+/// A run's report as a dict (the fields of `oc.Report`).
+fn report_dict<'py>(py: Python<'py>, r: &RunReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("seconds", r.elapsed.as_secs_f64())?;
+    d.set_item("passes", r.passes)?;
+    d.set_item("blocks", r.blocks)?;
+    d.set_item("bytes_read", r.bytes_read)?;
+    d.set_item("bytes_written", r.bytes_written)?;
+    d.set_item("bytes_spilled", r.bytes_spilled)?;
+    d.set_item("memory_limit", r.memory_limit)?;
+    d.set_item("peak_reserved", r.peak_reserved)?;
+    d.set_item("peak_rss", r.peak_rss)?;
+    d.set_item("rss", r.rss)?;
+    let by = PyDict::new(py);
+    for (c, b) in &r.reserved_by_consumer {
+        by.set_item(c.to_string(), *b)?;
+    }
+    d.set_item("reserved_by_consumer", by)?;
+    Ok(d)
 }
 
 /// A memory limit given as bytes (`int`) or text (`"256MiB"`).
@@ -85,9 +136,19 @@ pub struct PyEngine {
     overwriting: OnceLock<Engine>,
     threads: Option<usize>,
     spill_dir: Option<PathBuf>,
+    /// Draw a progress bar on `sys.stderr` during long runs.
+    progress: bool,
+    /// The report of the last run that finished.
+    last: Mutex<Option<RunReport>>,
 }
 
 impl PyEngine {
+    fn keep(&self, report: RunReport) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(report);
+        }
+    }
+
     fn builder(&self) -> EngineBuilder {
         let mut b = Engine::builder().budget(self.engine.budget().clone());
         if let Some(n) = self.threads {
@@ -112,14 +173,28 @@ impl PyEngine {
     /// A new engine. `memory_limit`: bytes or text such as `"256MiB"`
     /// (default: half the available memory); `threads`: worker threads
     /// (default: one per core); `spill_dir`: where spill files go
-    /// (default: the system's temporary directory).
+    /// (default: the system's temporary directory); `progress`: a
+    /// progress bar on `sys.stderr` during runs longer than half a second
+    /// (default: when `sys.stderr` is a terminal — never in pipes or
+    /// tests).
     #[new]
-    #[pyo3(signature = (memory_limit=None, threads=None, spill_dir=None))]
+    #[pyo3(signature = (memory_limit=None, threads=None, spill_dir=None, progress=None))]
     fn new(
+        py: Python<'_>,
         memory_limit: Option<&Bound<'_, PyAny>>,
         threads: Option<usize>,
         spill_dir: Option<PathBuf>,
+        progress: Option<bool>,
     ) -> PyResult<PyEngine> {
+        let progress = match progress {
+            Some(p) => p,
+            None => py
+                .import("sys")?
+                .getattr("stderr")?
+                .call_method0("isatty")
+                .and_then(|t| t.extract())
+                .unwrap_or(false),
+        };
         let mut b = Engine::builder();
         if let Some(limit) = memory_limit {
             b = b.memory_limit(limit_bytes(limit)?);
@@ -138,6 +213,8 @@ impl PyEngine {
             overwriting: OnceLock::new(),
             threads,
             spill_dir,
+            progress,
+            last: Mutex::new(None),
         })
     }
 
@@ -145,6 +222,19 @@ impl PyEngine {
     #[getter]
     fn memory_limit(&self) -> u64 {
         self.engine.budget().limit()
+    }
+
+    /// Whether runs draw a progress bar.
+    #[getter]
+    fn progress(&self) -> bool {
+        self.progress
+    }
+
+    /// The report of the last run that finished (a dict of the fields of
+    /// `oc.Report`), or `None` before the first.
+    fn last_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let last = self.last.lock().ok().and_then(|l| l.clone());
+        last.map(|r| report_dict(py, &r)).transpose()
     }
 
     /// The number of worker threads.
@@ -206,7 +296,10 @@ impl PyEngine {
         arrays: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let exprs = Self::exprs(arrays)?;
-        let values = interruptible(py, &self.engine, |e| e.compute(exprs.as_slice()))?;
+        let (values, report) = interruptible(py, &self.engine, self.progress, |e| {
+            e.compute_with_report(exprs.as_slice())
+        })?;
+        self.keep(report);
         PyTuple::new(py, values.into_iter().map(|v| to_numpy(py, v)))
     }
 
@@ -236,7 +329,8 @@ impl PyEngine {
         } else {
             &self.engine
         };
-        interruptible(py, engine, |e| e.write_npy(&expr, &path))?;
+        let report = interruptible(py, engine, self.progress, |e| e.write_npy(&expr, &path))?;
+        self.keep(report);
         Ok(())
     }
 
