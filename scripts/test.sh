@@ -19,7 +19,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
-"$venv/bin/python" -m pip install --quiet "maturin>=1.9,<2" numpy pytest hypothesis
+"$venv/bin/python" -m pip install --quiet "maturin>=1.9,<2" numpy pytest hypothesis mypy
 
 echo "== maturin develop --release (python/)"
 venv="$(cd "$venv" && pwd)"

@@ -15,7 +15,7 @@ import copy
 import mmap
 import os
 import threading
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -50,8 +50,8 @@ _default: Optional[Engine] = None
 _default_lock = threading.Lock()
 
 
-def _stack() -> list:
-    stack = getattr(_local, "stack", None)
+def _stack() -> List[Engine]:
+    stack: Optional[List[Engine]] = getattr(_local, "stack", None)
     if stack is None:
         stack = _local.stack = []
     return stack
@@ -177,7 +177,7 @@ def asarray(a: Any) -> Array:
                 "a contiguous slice of rows"
             )
         start = mm.offset - mm.offset % mmap.ALLOCATIONGRANULARITY
-        base = np.frombuffer(mm._mmap, dtype=np.uint8).ctypes.data
+        base = np.frombuffer(mm._mmap, dtype=np.uint8).ctypes.data  # type: ignore[attr-defined]
         offset = start + (a.ctypes.data - base)
         return open_raw(mm.filename, a.dtype, a.shape, offset=offset, order=order)
     arr = np.asarray(a)

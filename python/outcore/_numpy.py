@@ -7,7 +7,7 @@ back (``np.asarray(x)`` is the explicit way).
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -45,7 +45,9 @@ def _scalar(v: Any) -> Any:
 # ---- NEP 13 ---------------------------------------------------------------
 
 
-def array_ufunc(ufunc: Any, method: str, inputs: tuple, kwargs: Optional[dict]) -> Any:
+def array_ufunc(
+    ufunc: Any, method: str, inputs: Tuple[Any, ...], kwargs: Optional[Dict[str, Any]]
+) -> Any:
     name = getattr(ufunc, "__name__", str(ufunc))
     if method != "__call__":
         raise _refuse(f"{name}.{method}")
@@ -66,7 +68,9 @@ def array_ufunc(ufunc: Any, method: str, inputs: tuple, kwargs: Optional[dict]) 
 # ---- NEP 18 ---------------------------------------------------------------
 
 
-def _axis(name: str, a: Array, axis: Any, allowed: tuple = (None, 0, 1)) -> Optional[int]:
+def _axis(
+    name: str, a: Array, axis: Any, allowed: Tuple[Optional[int], ...] = (None, 0, 1)
+) -> Optional[int]:
     """The axis normalized; ``TypeError`` for one the engine lacks."""
     if axis is None:
         if None in allowed:
@@ -106,7 +110,7 @@ def _require_array(name: str, a: Any) -> Array:
     return a
 
 
-def _reduction(name: str, method: str, with_dtype: bool, with_initial: bool) -> Callable:
+def _reduction(name: str, method: str, with_dtype: bool, with_initial: bool) -> Callable[..., Any]:
     def f(a, axis=None, *args, **kw):  # type: ignore[no-untyped-def]
         if args:
             raise _refuse(name, "positional arguments after axis")
@@ -125,7 +129,7 @@ def _reduction(name: str, method: str, with_dtype: bool, with_initial: bool) -> 
     return f
 
 
-def _variance(name: str) -> Callable:
+def _variance(name: str) -> Callable[..., Any]:
     def f(a, axis=None, dtype=None, out=None, ddof=0, keepdims=_NV, *, where=_NV,  # type: ignore[no-untyped-def]
           mean=_NV, correction=_NV):
         _no(name, dtype=dtype, out=out, keepdims=keepdims, where=where, mean=mean,
@@ -136,7 +140,7 @@ def _variance(name: str) -> Callable:
     return f
 
 
-def _median(name: str) -> Callable:
+def _median(name: str) -> Callable[..., Any]:
     def f(a, axis=None, out=None, overwrite_input=False, keepdims=False):  # type: ignore[no-untyped-def]
         _no(name, out=out, overwrite_input=overwrite_input, keepdims=keepdims)
         x = _require_array(name, a)
@@ -210,7 +214,7 @@ def _clip(a, a_min=_NV, a_max=_NV, out=None, *, min=_NV, max=_NV, **kwargs):  # 
     return res
 
 
-FUNCTIONS: Dict[Any, Callable] = {}
+FUNCTIONS: Dict[Any, Callable[..., Any]] = {}
 
 
 def _register() -> None:
@@ -238,7 +242,9 @@ def _register() -> None:
 _register()
 
 
-def array_function(func: Any, types: Any, args: tuple, kwargs: dict) -> Any:
+def array_function(
+    func: Any, types: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+) -> Any:
     if not all(issubclass(t, (Array, np.ndarray)) for t in types):
         return NotImplemented
     handler = FUNCTIONS.get(func)
