@@ -118,8 +118,14 @@ MEMORY_CHILD = textwrap.dedent(
         oc.save(os.path.join(d, "z.npy"), (x - x.mean(axis=0)) / x.std(axis=0),
                 dtype="float32")
         size = os.path.getsize(os.path.join(d, "z.npy"))
+        (med,) = oc.compute(x.median(axis=0))
+        oc.save(os.path.join(d, "s.npy"), x.sort(axis=0))
+        # A memmap is reopened from its file: its pages are never touched.
+        m = np.load(sys.argv[1], mmap_mode="r")
+        (total,) = oc.compute(oc.asarray(m).sum(axis=0))
     print(json.dumps({"after_import": after_import, "hwm": status("VmHWM"),
-                      "size": size, "mean0": float(mean[0])}))
+                      "size": size, "mean0": float(mean[0]), "med0": float(med[0]),
+                      "total0": float(total[0])}))
     """
 )
 
@@ -130,6 +136,9 @@ def test_memory_promise_in_a_subprocess(big):
     r = json.loads(out.stdout)
     print(r)
     assert r["size"] >= ROWS * COLS * 4
+    col0 = np.load(big, mmap_mode="r")[:, 0]
+    assert r["med0"] == float(np.median(col0))
+    assert r["total0"] == pytest.approx(float(np.sum(col0)), rel=1e-12)
     allowed = r["after_import"] + (32 << 20) + (16 << 20)
     assert r["hwm"] <= allowed, (
         f"peak RSS {r['hwm'] / 2**20:.1f} MiB > RSS after import "
