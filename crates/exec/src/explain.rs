@@ -184,6 +184,16 @@ pub(crate) fn explain(rt: &Runtime, plan: &Plan) -> Result<Explain> {
                     _ => "a spill file",
                 };
                 match (op, size) {
+                    (ArrayOp::Sort, StepSize::Sort(p)) if p.in_memory.is_some() => {
+                        let m = p.in_memory.as_ref().map_or(0, |m| m.bytes);
+                        format!(
+                            "sort {input} into {into} in memory (the limit holds it): 2 passes \
+                             over the data, {} read, nothing spilled, {} written; {} held",
+                            fb(bytes),
+                            fb(bytes),
+                            fb(m),
+                        )
+                    }
                     (ArrayOp::Sort, StepSize::Sort(p)) => {
                         // Runs, each merge level, rows back: each reads the data once.
                         let passes = 2 + u64::from(p.levels);

@@ -212,12 +212,11 @@ pub(crate) fn size_plan(
                 op: ArrayOp::Sort,
                 input,
                 ..
-            } => match crate::ops::sort::plan(
+            } => match crate::ops::sort::op_plan(
                 rt,
                 input.extent.rows(),
                 input.extent.row_len(),
                 input.dtype.itemsize(),
-                false,
             ) {
                 Ok(p) => Ok(StepSize::Sort(p)),
                 // An empty array is not sorted: nothing to hold.

@@ -130,6 +130,40 @@ pub(crate) struct SortPlan {
     pub(crate) out_window: u64,
     /// Row blocks written at once.
     pub(crate) out_tasks: usize,
+    /// The budget holds the whole array (twice over while it is read):
+    /// the sort runs in memory, without spilling ([`InMemory`]).
+    pub(crate) in_memory: Option<InMemory>,
+}
+
+/// A sort in memory: the array read into one column-major buffer, each
+/// column sorted there, rows written back.
+#[derive(Clone, Debug)]
+pub(crate) struct InMemory {
+    /// Rows per block read and written.
+    pub(crate) block_rows: u64,
+    /// Blocks in flight while reading.
+    pub(crate) slots: usize,
+    /// Bytes reserved for the whole sort.
+    pub(crate) bytes: u64,
+}
+
+/// The in-memory sort of a `rows × row_len` array of `isz`-byte values,
+/// when `limit` holds it: the column-major buffer, plus a block and its
+/// transposed copy per slot while reading (the same blocks written back).
+fn in_memory(rt: &Runtime, rows: u64, row_len: usize, isz: u64, flat: bool) -> Option<InMemory> {
+    if flat || rows == 0 || row_len == 0 {
+        return None;
+    }
+    let row_bytes = row_len as u64 * isz;
+    let total = rows.checked_mul(row_bytes)?;
+    let slots = rt.threads().max(1) + 1;
+    let block_rows = (rt.block_bytes() / row_bytes).clamp(1, rows);
+    let bytes = total.checked_add(2 * slots as u64 * block_rows * row_bytes)?;
+    (bytes <= rt.budget().limit()).then_some(InMemory {
+        block_rows,
+        slots,
+        bytes,
+    })
 }
 
 impl SortPlan {
@@ -158,6 +192,38 @@ pub(crate) fn minimum(rows: u64, row_len: usize, itemsize: usize, flat: bool) ->
     runs.max(merge).max(out)
 }
 
+/// Plans the sort operator (`np.sort(x, axis=0)`): as [`plan`], and also
+/// in memory at a limit below the external sort's smallest when the
+/// limit holds the array (a few wide rows).
+pub(crate) fn op_plan(
+    rt: &Runtime,
+    rows: u64,
+    row_len: usize,
+    itemsize: usize,
+) -> Result<SortPlan> {
+    match plan(rt, rows, row_len, itemsize, false) {
+        Err(Error::LimitTooSmall { .. })
+            if let Some(held) = in_memory(rt, rows, row_len, itemsize as u64, false) =>
+        {
+            // No runs, merges or windows.
+            Ok(SortPlan {
+                run_rows: rows,
+                slots: 1,
+                runs: 1,
+                fan_in: 2,
+                window_bytes: 0,
+                merge_tasks: 1,
+                levels: 0,
+                out_rows: rows,
+                out_window: 0,
+                out_tasks: 1,
+                in_memory: Some(held),
+            })
+        }
+        other => other,
+    }
+}
+
 /// Plans the sort of a `rows × row_len` array of `itemsize`-byte values
 /// (`flat`: as one column of every element, in C order).
 pub(crate) fn plan(
@@ -173,6 +239,7 @@ pub(crate) fn plan(
     let row_bytes = (row_len as u64 * isz).max(1);
     let least = minimum(rows, row_len, itemsize, flat);
     let refuse = |what: &str| too_small(rt, 2 * row_bytes, least, what);
+    let held = in_memory(rt, rows, row_len, isz, flat);
     if limit < least {
         let what = if limit < 2 * row_bytes {
             "sort: one row read and one row sorted"
@@ -253,6 +320,7 @@ pub(crate) fn plan(
         .saturating_sub(out_rows * row_bytes);
     let out_window = (spare.min(WINDOW_MAX) / isz * isz).max(out_rows * isz);
     Ok(SortPlan {
+        in_memory: held,
         run_rows,
         slots,
         runs,
@@ -845,8 +913,107 @@ fn sort_into<T: SortKey>(
     if meta.is_empty() {
         return Ok(());
     }
+    let p = op_plan(rt, meta.rows(), meta.row_len(), std::mem::size_of::<T>())?;
+    if let Some(m) = p.in_memory {
+        return sort_in_memory::<T>(rt, src, &m, sink, report);
+    }
     let sorted = sort_columns::<T>(rt, src, false, report)?;
     write_rows(rt, &sorted, meta.rows(), meta.row_len(), sink, report)
+}
+
+/// Sorts `src` in memory ([`InMemory`]): one pass reads it into a
+/// column-major buffer (each block transposed by a worker, copied into
+/// place in block order), the columns are sorted in parallel, and a
+/// second pass writes the rows back — nothing spilled.
+fn sort_in_memory<T: SortKey>(
+    rt: &Runtime,
+    src: &ArrayFile,
+    m: &InMemory,
+    sink: &RowSink<'_>,
+    report: &mut RunReport,
+) -> Result<()> {
+    let meta = src.meta();
+    let (rows, row_len) = (meta.rows(), meta.row_len());
+    let isz = std::mem::size_of::<T>();
+    let row_bytes = row_len * isz;
+    let n = usize::try_from(rows)
+        .map_err(|_| Error::Invalid(format!("internal: {rows} rows to sort in memory")))?;
+    let block = m.block_rows * row_bytes as u64;
+    let total = rows * row_bytes as u64;
+    let (_fixed, slots) = reserve_slots(
+        rt,
+        &[(Consumer::Kernel, total)],
+        &[(Consumer::Reader, block), (Consumer::Kernel, block)],
+        m.slots,
+    )?;
+    report.note_reservations(&[
+        (Consumer::Kernel, total + block * m.slots as u64),
+        (Consumer::Reader, block * m.slots as u64),
+    ]);
+    let mut cols: Vec<T> = vec![T::from_key(0); n * row_len];
+    let mut blocks = 0;
+    let read = stream_file(
+        rt,
+        "blocks of the array to sort",
+        src,
+        m.block_rows,
+        slots,
+        |r, b| {
+            let data = b.as_slice::<T>()?;
+            Ok(transpose(data, (r.end - r.start) as usize, row_len))
+        },
+        |r, t| {
+            let (r0, k) = (r.start as usize, (r.end - r.start) as usize);
+            if k > 0 {
+                for (j, col) in t.chunks_exact(k).enumerate() {
+                    cols[j * n + r0..j * n + r0 + k].copy_from_slice(col);
+                }
+            }
+            blocks += 1;
+            Ok(())
+        },
+    )?;
+    report.bytes_read += read;
+    report.blocks += blocks;
+    report.passes += 1;
+    rt.check_cancel("columns sorted in memory", 0, row_len as u64)?;
+    rt.pool().install(|| {
+        if row_len == 1 {
+            cols.par_sort_unstable_by_key(|x| x.key());
+        } else {
+            cols.par_chunks_mut(n).for_each(key::sort);
+        }
+    });
+    // Rows back, a block per task.
+    let tasks = rt.threads().max(1) as u64;
+    let _writing = reserve_slots(rt, &[(Consumer::Writer, block * tasks)], &[], 0)?;
+    report.note_reservations(&[(Consumer::Kernel, total), (Consumer::Writer, block * tasks)]);
+    let out_blocks = rows.div_ceil(m.block_rows) as usize;
+    let done = AtomicU64::new(0);
+    rt.pool().install(|| {
+        (0..out_blocks).into_par_iter().try_for_each(|b| {
+            rt.check_cancel(
+                "blocks of sorted rows",
+                done.load(Ordering::Relaxed),
+                out_blocks as u64,
+            )?;
+            let r0 = b * m.block_rows as usize;
+            let r1 = (r0 + m.block_rows as usize).min(n);
+            let mut out: Vec<u8> = Vec::with_capacity((r1 - r0) * row_bytes);
+            for r in r0..r1 {
+                for j in 0..row_len {
+                    out.extend_from_slice(bytemuck::bytes_of(&cols[j * n + r]));
+                }
+            }
+            sink.write(r0 as u64, row_bytes, &mut out)?;
+            done.fetch_add(1, Ordering::Relaxed);
+            Ok::<(), Error>(())
+        })
+    })?;
+    report.bytes_written += total;
+    report.blocks += out_blocks as u64;
+    report.passes += 1;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -941,6 +1108,49 @@ mod tests {
         });
         let p = sort_and_check(dir.path(), &tall, 64 << 10);
         assert!(p.levels > 1, "{p:?}");
+    }
+
+    /// When the limit holds the array, the sort runs in memory: the
+    /// same rows as the external sort, nothing spilled, the reservation
+    /// within the limit; one byte less than it needs, it spills.
+    #[test]
+    fn a_sort_the_limit_holds_runs_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        for (rows, cols) in [(3000usize, 5usize), (4097, 1), (1, 7)] {
+            let a = ndarray::Array2::from_shape_fn((rows, cols), |(r, c)| {
+                ((r * 7919 + c * 104_729) % 1013) as i64 - 500
+            });
+            let path = dir.path().join("x.npy");
+            let _ = std::fs::remove_file(&path);
+            write_i64(&path, &a);
+            let src = ArrayFile::open(&path).unwrap();
+            let total = (rows * cols * 8) as u64;
+            let token = outcore_chunker::CancelToken::new();
+            let rt = Runtime::for_tests(4 * total + (64 << 20), 2, Some(dir.path()), token);
+            let p = op_plan(&rt, rows as u64, cols, 8).unwrap();
+            let m = p.in_memory.clone().expect("in memory");
+            let out = rt.spill().create(total).unwrap();
+            let mut report = RunReport::default();
+            sort_in_memory::<i64>(&rt, &src, &m, &RowSink::Spill(&out), &mut report).unwrap();
+            assert_eq!(report.bytes_spilled, 0);
+            assert_eq!((report.bytes_read, report.bytes_written), (total, total));
+            assert!(report.peak_reserved <= m.bytes + (m.block_rows * cols as u64 * 8) * 2);
+            assert_eq!(rt.budget().reserved(), 0);
+            let w = out.map(0, rows * cols * 8).unwrap();
+            let got: &[i64] = values(&w).unwrap();
+            for c in 0..cols {
+                let mut want: Vec<i64> = a.column(c).to_vec();
+                want.sort_unstable();
+                let col: Vec<i64> = (0..rows).map(|r| got[r * cols + c]).collect();
+                assert_eq!(col, want, "column {c} of {rows} x {cols}");
+            }
+            let token = outcore_chunker::CancelToken::new();
+            let tight = Runtime::for_tests(m.bytes - 1, 2, Some(dir.path()), token);
+            // Spilled, or refused when even that needs more.
+            if let Ok(p) = op_plan(&tight, rows as u64, cols, 8) {
+                assert!(p.in_memory.is_none(), "{p:?}");
+            }
+        }
     }
 
     #[test]
