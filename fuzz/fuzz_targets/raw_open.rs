@@ -153,6 +153,7 @@ fuzz_target!(|input: Input| {
                     byte_order,
                     shape: shape.clone(),
                     offset,
+                    layout: outcore_chunker::Layout::C,
                 };
                 ArrayFile::open_raw(path, &spec)
             }

@@ -48,6 +48,9 @@ pub struct RawSpec {
     pub shape: Option<Vec<u64>>,
     /// Bytes to skip at the start of the file.
     pub offset: u64,
+    /// The element order: C (row-major, what `arr.tofile()` writes for a
+    /// C-contiguous array) or Fortran (the first axis varying fastest).
+    pub layout: Layout,
 }
 
 impl RawSpec {
@@ -58,6 +61,7 @@ impl RawSpec {
             byte_order: ByteOrder::NATIVE,
             shape: Some(shape),
             offset: 0,
+            layout: Layout::C,
         }
     }
 }
@@ -144,7 +148,7 @@ impl ArrayFile {
             shape,
             spec.dtype,
             spec.byte_order,
-            Layout::C,
+            spec.layout,
             Format::Raw,
             spec.offset,
         )?;

@@ -108,6 +108,7 @@ fn round_trip<T: common::Exact>(
                 byte_order: order,
                 shape: Some(shape.to_vec()),
                 offset: 0,
+                layout: outcore_chunker::Layout::C,
             },
         )
     }
@@ -404,6 +405,7 @@ fn raw_case() -> impl Strategy<Value = (RawSpec, Vec<u8>)> {
                 byte_order,
                 shape,
                 offset,
+                layout: outcore_chunker::Layout::C,
             };
             (spec, bytes)
         })

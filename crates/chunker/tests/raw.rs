@@ -21,6 +21,7 @@ fn spec(dtype: DType, shape: Option<Vec<u64>>, offset: u64) -> RawSpec {
         byte_order: ByteOrder::NATIVE,
         shape,
         offset,
+        layout: outcore_chunker::Layout::C,
     }
 }
 
@@ -167,7 +168,13 @@ fn data_at_any_offset_reads_exactly() {
                     let mut bytes = vec![0xA5u8; offset as usize];
                     bytes.extend_from_slice(&data);
                     let path = write(dir.path(), "data.bin", &bytes);
-                    let raw = RawSpec { dtype, byte_order: order, shape: Some(vec![5, 3]), offset };
+                    let raw = RawSpec {
+                        dtype,
+                        byte_order: order,
+                        shape: Some(vec![5, 3]),
+                        offset,
+                        layout: outcore_chunker::Layout::C,
+                    };
                     for mode in [ReadMode::Mmap, ReadMode::Pread] {
                         let what = format!("{dtype} {order} at offset {offset}, {mode:?}");
                         let file = ArrayFile::open_raw(&path, &raw).unwrap().with_read_mode(mode);

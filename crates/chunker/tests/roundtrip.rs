@@ -208,6 +208,7 @@ fn check_case<T: Exact>(case: &Case) -> Result<(), String> {
                     byte_order: case.order,
                     shape: Some(case.shape.clone()),
                     offset: 0,
+                    layout: outcore_chunker::Layout::C,
                 },
             ),
         }
