@@ -297,6 +297,7 @@ fn gen_raw_big_endian_reads_back_and_info_describes_it() {
         byte_order: ByteOrder::Big,
         shape: Some(vec![6, 4]),
         offset: 0,
+        layout: outcore::Layout::C,
     };
     let file = ArrayFile::open_raw(&path, &spec).unwrap();
     let want: Vec<f32> = (0..24).map(|i| i as f32).collect();
