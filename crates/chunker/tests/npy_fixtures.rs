@@ -180,30 +180,27 @@ fn ok_fixtures_read_all_rows_in_one_block() {
 #[test]
 fn ok_fixtures_read_the_same_when_opened_raw() {
     // Fortran-order files too: raw with the Fortran layout.
-    check_all(
-        ok_fixtures(),
-        |(fx, ok)| {
-            let spec = RawSpec {
-                dtype: ok.dtype,
-                byte_order: ok.byte_order.unwrap_or(ByteOrder::NATIVE),
-                shape: Some(ok.shape.clone()),
-                offset: ok.data_offset,
-                layout: if ok.fortran_order {
-                    outcore_chunker::Layout::Fortran
-                } else {
-                    outcore_chunker::Layout::C
-                },
-            };
-            for mode in MODES {
-                let file = ArrayFile::open_raw(&fx.path, &spec)
-                    .map_err(|e| format!("open_raw({spec:?}) failed: {e}"))?
-                    .with_read_mode(mode);
-                check_meta(ok, file.meta(), Format::Raw).map_err(|e| format!("raw: {e}"))?;
-                check_every_block_size(&file, ok).map_err(|e| format!("raw {mode:?}: {e}"))?;
-            }
-            Ok(())
-        },
-    );
+    check_all(ok_fixtures(), |(fx, ok)| {
+        let spec = RawSpec {
+            dtype: ok.dtype,
+            byte_order: ok.byte_order.unwrap_or(ByteOrder::NATIVE),
+            shape: Some(ok.shape.clone()),
+            offset: ok.data_offset,
+            layout: if ok.fortran_order {
+                outcore_chunker::Layout::Fortran
+            } else {
+                outcore_chunker::Layout::C
+            },
+        };
+        for mode in MODES {
+            let file = ArrayFile::open_raw(&fx.path, &spec)
+                .map_err(|e| format!("open_raw({spec:?}) failed: {e}"))?
+                .with_read_mode(mode);
+            check_meta(ok, file.meta(), Format::Raw).map_err(|e| format!("raw: {e}"))?;
+            check_every_block_size(&file, ok).map_err(|e| format!("raw {mode:?}: {e}"))?;
+        }
+        Ok(())
+    });
 }
 
 #[test]

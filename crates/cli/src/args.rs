@@ -310,17 +310,18 @@ impl RawArgs {
         let dtype = match (self.raw_dtype, alias) {
             (Some(d), None) | (None, Some(d)) => d,
             (Some(_), Some(_)) => {
-                return Err(
-                    UsageError("--raw-dtype and --dtype name the same thing: give one".into())
-                        .into(),
-                );
+                return Err(UsageError(
+                    "--raw-dtype and --dtype name the same thing: give one".into(),
+                )
+                .into());
             }
             (None, None) => {
                 return Err(UsageError(
                     "--raw needs --raw-dtype DTYPE (also spelled --dtype where the command has \
                      no output dtype)"
                         .to_string(),
-                ).into());
+                )
+                .into());
             }
         };
         let offset = self.offset.unwrap_or(0);

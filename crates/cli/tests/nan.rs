@@ -30,7 +30,14 @@ fn stats_says_once_which_results_are_nan_because_of_nan() {
     write_input(dir.path());
     let run = cli(
         dir.path(),
-        &["stats", "x.npy", "--axis", "0", "--ops", "mean,nanmean,median,sum"],
+        &[
+            "stats",
+            "x.npy",
+            "--axis",
+            "0",
+            "--ops",
+            "mean,nanmean,median,sum",
+        ],
     );
     assert_eq!(run.code, Some(0), "{run:#?}");
     let notes: Vec<&str> = run.stderr.lines().collect();
@@ -44,14 +51,20 @@ fn stats_says_once_which_results_are_nan_because_of_nan() {
     let run = cli(dir.path(), &["stats", "x.npy", "--ops", "median"]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(
-        run.stderr.starts_with("note: median are NaN because the input holds NaN")
+        run.stderr
+            .starts_with("note: median are NaN because the input holds NaN")
             && run.stderr.contains("--ops nanmedian"),
         "{run:#?}"
     );
     // The nan-variants alone: no note.
     let out = cli(
         dir.path(),
-        &["stats", "x.npy", "--ops", "nanmean,nanmedian,nanquantile:0.5"],
+        &[
+            "stats",
+            "x.npy",
+            "--ops",
+            "nanmean,nanmedian,nanquantile:0.5",
+        ],
     );
     out.ok();
     // An input without NaN: no note either.
@@ -100,7 +113,15 @@ fn nanmedian_and_nanquantile_ops_equal_numpy() {
     // Along axis 1: np.nanmedian(x, axis=1) = [5.5, 20, 16.5, 22, 27.5, 33].
     let v = cli(
         dir.path(),
-        &["stats", "x.npy", "--axis", "1", "--ops", "nanmedian,median", "--json"],
+        &[
+            "stats",
+            "x.npy",
+            "--axis",
+            "1",
+            "--ops",
+            "nanmedian,median",
+            "--json",
+        ],
     )
     .json();
     assert_eq!(
@@ -112,7 +133,15 @@ fn nanmedian_and_nanquantile_ops_equal_numpy() {
     let v = cli(
         dir.path(),
         &[
-            "stats", "x.npy", "--axis", "1", "--ops", "nanquantile:1", "--out", "res", "--json",
+            "stats",
+            "x.npy",
+            "--axis",
+            "1",
+            "--ops",
+            "nanquantile:1",
+            "--out",
+            "res",
+            "--json",
         ],
     )
     .json();
@@ -130,14 +159,13 @@ fn standardize_without_skipna_says_why_columns_are_nan() {
     assert_eq!(run.code, Some(0), "{run:#?}");
     let notes: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(notes.len(), 1, "{run:#?}");
-    assert!(notes[0].starts_with("note: 2 of 3 columns of z.npy are NaN"), "{run:#?}");
+    assert!(
+        notes[0].starts_with("note: 2 of 3 columns of z.npy are NaN"),
+        "{run:#?}"
+    );
     assert!(notes[0].contains("--skipna"), "{run:#?}");
     // --json: no note, one object.
-    let v = cli(
-        dir.path(),
-        &["standardize", "x.npy", "z2.npy", "--json"],
-    )
-    .json();
+    let v = cli(dir.path(), &["standardize", "x.npy", "z2.npy", "--json"]).json();
     assert_eq!(v["skipna"], false);
     // A constant column is NaN (0/0) but not because of NaN: no note.
     write_npy(

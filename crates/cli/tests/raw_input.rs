@@ -22,7 +22,11 @@ fn raw_bytes(x: &[f32], big: bool, fortran: bool, offset: usize) -> Vec<u8> {
     };
     for k in 0..rows * cols {
         let v = at(k);
-        out.extend(if big { v.to_be_bytes() } else { v.to_le_bytes() });
+        out.extend(if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        });
     }
     out
 }
@@ -36,7 +40,10 @@ fn values() -> Vec<f32> {
 fn commands() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
         ("info", vec!["--json"]),
-        ("stats", vec!["--axis", "0", "--ops", "sum,median", "--json"]),
+        (
+            "stats",
+            vec!["--axis", "0", "--ops", "sum,median", "--json"],
+        ),
         ("convert", vec!["OUT", "--dtype", "f64", "--json"]),
         ("sort", vec!["OUT", "--json"]),
         ("cumsum", vec!["OUT", "--json"]),
@@ -70,7 +77,11 @@ fn run(
         let path = dir.join(out);
         match outcore::ArrayFile::open(&path).unwrap().meta().dtype {
             outcore::DType::F64 => read_npy::<f64>(&path).2,
-            _ => read_npy::<f32>(&path).2.into_iter().map(f64::from).collect(),
+            _ => read_npy::<f32>(&path)
+                .2
+                .into_iter()
+                .map(f64::from)
+                .collect(),
         }
     });
     (v, written)
@@ -90,7 +101,15 @@ fn every_command_reads_raw_like_npy() {
         (
             "be.bin",
             raw_bytes(&x, true, false, 16),
-            vec!["--raw", "--raw-dtype", ">f4", "--shape", "-1,3", "--offset", "16"],
+            vec![
+                "--raw",
+                "--raw-dtype",
+                ">f4",
+                "--shape",
+                "-1,3",
+                "--offset",
+                "16",
+            ],
         ),
         (
             "le.bin",
@@ -108,7 +127,15 @@ fn every_command_reads_raw_like_npy() {
         (
             "f.bin",
             raw_bytes(&x, cfg!(target_endian = "big"), true, 0),
-            vec!["--raw", "--raw-dtype", "f32", "--shape", "8,3", "--order", "F"],
+            vec![
+                "--raw",
+                "--raw-dtype",
+                "f32",
+                "--shape",
+                "8,3",
+                "--order",
+                "F",
+            ],
         ),
     ];
     for (name, bytes, _) in &cases {
@@ -160,10 +187,22 @@ fn raw_options_are_refused_without_raw_or_dtype() {
         assert!(!dir.path().join("o.npy").exists());
     }
     // info and stats also take --dtype for the raw dtype; not both.
-    cli(dir.path(), &["info", "r.bin", "--raw", "--dtype", "f4", "--json"]).json();
+    cli(
+        dir.path(),
+        &["info", "r.bin", "--raw", "--dtype", "f4", "--json"],
+    )
+    .json();
     let e = cli(
         dir.path(),
-        &["info", "r.bin", "--raw", "--dtype", "f4", "--raw-dtype", "f4"],
+        &[
+            "info",
+            "r.bin",
+            "--raw",
+            "--dtype",
+            "f4",
+            "--raw-dtype",
+            "f4",
+        ],
     )
     .error(2)
     .to_string();
@@ -171,7 +210,18 @@ fn raw_options_are_refused_without_raw_or_dtype() {
     // A raw file's size must match its shape: the numbers are named.
     let e = cli(
         dir.path(),
-        &["convert", "r.bin", "o.npy", "--raw", "--raw-dtype", "f4", "--shape", "3,2", "--dtype", "f8"],
+        &[
+            "convert",
+            "r.bin",
+            "o.npy",
+            "--raw",
+            "--raw-dtype",
+            "f4",
+            "--shape",
+            "3,2",
+            "--dtype",
+            "f8",
+        ],
     )
     .error(1)
     .to_string();

@@ -205,11 +205,7 @@ impl Lowering {
             Node::Quantile(q, axis, a) => {
                 let key = (id(a), *axis, q.skips_nan());
                 if self.quantiles.insert(key) {
-                    let group = self
-                        .groups
-                        .get(&key)
-                        .cloned()
-                        .unwrap_or_default();
+                    let group = self.groups.get(&key).cloned().unwrap_or_default();
                     let a = self.lower(a)?;
                     let input = self.in_file(&a)?;
                     self.steps.push(Step::Quantiles {

@@ -144,10 +144,18 @@ fn plain_and_nan_variants_computed_together() {
         let (a, b) = engine
             .compute((x.nanmedian(axis), x.nanquantile(0.25, axis)))
             .unwrap();
-        same(&a, &read_any(&dir().join(format!("f64.nanmedian_{al}.npy")))).unwrap();
+        same(
+            &a,
+            &read_any(&dir().join(format!("f64.nanmedian_{al}.npy"))),
+        )
+        .unwrap();
         same(&b, &read_any(&dir().join(format!("f64.nanq0.25_{al}.npy")))).unwrap();
         let (m, n) = engine.compute((x.median(axis), x.nanmedian(axis))).unwrap();
-        same(&n, &read_any(&dir().join(format!("f64.nanmedian_{al}.npy")))).unwrap();
+        same(
+            &n,
+            &read_any(&dir().join(format!("f64.nanmedian_{al}.npy"))),
+        )
+        .unwrap();
         // Column 2 is all NaN: the plain median is NaN where NaN are.
         assert!(m.scalars().any(|s| common::scalar_f64(s).is_nan()));
     }
@@ -158,11 +166,10 @@ fn axis1_needs_one_row_and_the_results() {
     let dirt = tempfile::tempdir().unwrap();
     let path = dirt.path().join("wide.npy");
     // 3 rows of 100000 float64: one row is 800000 B.
-    let a = AnyArray::F64(
-        ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[3, 100_000]), |i| {
-            ((i[1] * 7919 + i[0]) % 1000) as f64
-        }),
-    );
+    let a = AnyArray::F64(ndarray::ArrayD::from_shape_fn(
+        ndarray::IxDyn(&[3, 100_000]),
+        |i| ((i[1] * 7919 + i[0]) % 1000) as f64,
+    ));
     common::write_any(&path, &a);
     let small = Engine::builder()
         .memory_limit(1 << 20)

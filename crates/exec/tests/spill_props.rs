@@ -446,7 +446,11 @@ fn reference<T: El>(x: &[T], shape: &[usize], dtype: DType) -> Vec<(Op, Want)> {
                 };
                 // NumPy's nanmedian along an axis shorter than 600 of a
                 // 2-d or larger array is its masked-array median.
-                let axis_len = if axis == ReduceAxis::Axis1 { cols } else { rows };
+                let axis_len = if axis == ReduceAxis::Axis1 {
+                    cols
+                } else {
+                    rows
+                };
                 let ma = kind == Kind::NanMedian
                     && axis != ReduceAxis::All
                     && shape.len() >= 2

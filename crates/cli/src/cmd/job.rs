@@ -161,7 +161,9 @@ fn nan_note(engine: &outcore::Engine, x: &Expr, out: &std::path::Path) -> Result
     let nan_cols = counts
         .scalars()
         .zip(first_nan.iter().chain(std::iter::repeat(&false)))
-        .filter(|(c, nan)| **nan && !matches!(c, outcore::Scalar::Int(0) | outcore::Scalar::UInt(0)))
+        .filter(|(c, nan)| {
+            **nan && !matches!(c, outcore::Scalar::Int(0) | outcore::Scalar::UInt(0))
+        })
         .count();
     if nan_cols > 0 {
         eprintln!(
@@ -177,8 +179,16 @@ fn nan_note(engine: &outcore::Engine, x: &Expr, out: &std::path::Path) -> Result
 fn first_row_nan(file: &outcore::ArrayFile) -> Result<Vec<bool>> {
     let block = file.read_rows(0..1)?;
     Ok(match file.meta().dtype {
-        outcore::DType::F64 => block.as_slice::<f64>()?.iter().map(|v| v.is_nan()).collect(),
-        outcore::DType::F32 => block.as_slice::<f32>()?.iter().map(|v| v.is_nan()).collect(),
+        outcore::DType::F64 => block
+            .as_slice::<f64>()?
+            .iter()
+            .map(|v| v.is_nan())
+            .collect(),
+        outcore::DType::F32 => block
+            .as_slice::<f32>()?
+            .iter()
+            .map(|v| v.is_nan())
+            .collect(),
         outcore::DType::F16 => block
             .as_slice::<outcore::f16>()?
             .iter()

@@ -334,7 +334,10 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let mut nan_count: Option<u64> = if !float {
         Some(0)
     } else if fused_nan_count {
-        values.last().and_then(AnyArray::as_f64_scalar).map(|n| n as u64)
+        values
+            .last()
+            .and_then(AnyArray::as_f64_scalar)
+            .map(|n| n as u64)
     } else {
         None
     };
@@ -438,12 +441,7 @@ fn nan_affected<'a>(results: &'a [(String, &AnyArray)]) -> Vec<(&'a str, String,
 /// Prints once on stderr, after the results, which results are NaN
 /// because the input holds `nan_count` NaN among its `len` elements, and
 /// the ops that skip NaN instead.
-fn nan_note(
-    affected: &[(&str, String, usize, usize)],
-    nan_count: u64,
-    len: u64,
-    axis: Axis,
-) {
+fn nan_note(affected: &[(&str, String, usize, usize)], nan_count: u64, len: u64, axis: Axis) {
     if affected.is_empty() {
         return;
     }

@@ -46,8 +46,6 @@
 //! step, `t` rounded to the type), float64 for integers; the median is
 //! NumPy's mean of the middle values (float32 accumulation for float16).
 
-
-
 use half::f16;
 use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::{ArrayFile, DType};
@@ -694,8 +692,7 @@ fn compute_typed<T: QuantileElement>(
                 let fixed = sizes.select_fixed();
                 let (held, _) = reserve_slots(rt, &[(Consumer::State, fixed)], &[], 0)?;
                 report.note_reservations(&[(Consumer::State, fixed)]);
-                let ranked =
-                    select::<T>(rt, src, flat, cols, (kinds, ranks, r_n), fixed, report)?;
+                let ranked = select::<T>(rt, src, flat, cols, (kinds, ranks, r_n), fixed, report)?;
                 (ranked, held)
             }
             Method::Sort => {
@@ -711,8 +708,7 @@ fn compute_typed<T: QuantileElement>(
                 let held_bytes = ranked_bytes + window + 2 * PAGE;
                 let (held, _) = reserve_slots(rt, &[(Consumer::State, held_bytes)], &[], 0)?;
                 report.note_reservations(&[(Consumer::State, held_bytes)]);
-                let ranked =
-                    read_ranks::<T>(rt, &sorted, cols, (kinds, ranks, r_n), window)?;
+                let ranked = read_ranks::<T>(rt, &sorted, cols, (kinds, ranks, r_n), window)?;
                 (ranked, held)
             }
         }
@@ -847,7 +843,8 @@ fn compute_rows<T: QuantileElement>(
                     let mut from = 0usize;
                     for &r in &rl {
                         let r = r as usize;
-                        let (_, v, _) = row_buf[from..].select_nth_unstable_by_key(r - from, |x| x.key());
+                        let (_, v, _) =
+                            row_buf[from..].select_nth_unstable_by_key(r - from, |x| x.key());
                         vals.push(*v);
                         from = r + 1;
                     }
