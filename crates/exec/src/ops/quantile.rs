@@ -770,8 +770,18 @@ fn compute_rows<T: QuantileElement>(
     let mut results: Vec<Vec<T::Out>> = Vec::new();
     let ma = numpy_ma_median(kinds, 2, false, row_len as u64);
     let _held = if rows == 0 || row_len == 0 {
+        // Empty rows: NaN each (the results reserved all the same).
+        let held = if rows > 0 {
+            plan_rows(rt, &sizes)?;
+            let fixed = sizes.rows_fixed();
+            let (held, _) = reserve_slots(rt, &[(Consumer::State, fixed)], &[], 0)?;
+            report.note_reservations(&[(Consumer::State, fixed)]);
+            held
+        } else {
+            Vec::new()
+        };
         results = vec![vec![T::nan(); rows as usize]; k_n];
-        Vec::new()
+        held
     } else {
         plan_rows(rt, &sizes)?;
         let fixed = sizes.rows_fixed();
