@@ -144,20 +144,23 @@ def _median(name: str) -> Callable[..., Any]:
     def f(a, axis=None, out=None, overwrite_input=False, keepdims=False):  # type: ignore[no-untyped-def]
         _no(name, out=out, overwrite_input=overwrite_input, keepdims=keepdims)
         x = _require_array(name, a)
-        return x.median(axis=_axis(name, x, axis, (None, 0)))
+        return getattr(x, name)(axis=_axis(name, x, axis))
 
     return f
 
 
-def _quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",  # type: ignore[no-untyped-def]
-              keepdims=False, *, weights=None, interpolation=None):
-    _no("quantile", out=out, overwrite_input=overwrite_input, method=method,
-        keepdims=keepdims, weights=weights, interpolation=interpolation)
-    x = _require_array("quantile", a)
-    q = _scalar(np.asarray(q)) if not isinstance(q, (int, float)) else q
-    if isinstance(q, np.ndarray):
-        raise _refuse("quantile", "an array of q (one q at a time)")
-    return x.quantile(float(q), axis=_axis("quantile", x, axis, (None, 0)))
+def _quantile(name: str) -> Callable:
+    def f(a, q, axis=None, out=None, overwrite_input=False, method="linear",  # type: ignore[no-untyped-def]
+          keepdims=False, *, weights=None, interpolation=None):
+        _no(name, out=out, overwrite_input=overwrite_input, method=method,
+            keepdims=keepdims, weights=weights, interpolation=interpolation)
+        x = _require_array(name, a)
+        q = _scalar(np.asarray(q)) if not isinstance(q, (int, float)) else q
+        if isinstance(q, np.ndarray):
+            raise _refuse(name, "an array of q (one q at a time)")
+        return getattr(x, name)(float(q), axis=_axis(name, x, axis))
+
+    return f
 
 
 def _sort(a, axis=-1, kind=None, order=None, *, stable=None):  # type: ignore[no-untyped-def]
@@ -230,7 +233,9 @@ def _register() -> None:
     for name in ["std", "var", "nanstd", "nanvar"]:
         FUNCTIONS[getattr(np, name)] = _variance(name)
     FUNCTIONS[np.median] = _median("median")
-    FUNCTIONS[np.quantile] = _quantile
+    FUNCTIONS[np.nanmedian] = _median("nanmedian")
+    FUNCTIONS[np.quantile] = _quantile("quantile")
+    FUNCTIONS[np.nanquantile] = _quantile("nanquantile")
     FUNCTIONS[np.sort] = _sort
     FUNCTIONS[np.cumsum] = _cumsum
     FUNCTIONS[np.count_nonzero] = _count_nonzero

@@ -6,11 +6,11 @@
 
 use std::fmt;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use outcore::chunker::synth::Distribution;
-use outcore::{ArrayFile, ByteOrder, DType, Engine, Expr, RawSpec};
+use outcore::{ArrayFile, ByteOrder, DType, Engine, Expr, Layout, RawSpec};
 
 /// A usage error found after clap has parsed the arguments (for example,
 /// two options that contradict each other). `main` exits with status 2 for
@@ -209,36 +209,32 @@ pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
-/// The options that name an input array: a path, read as `.npy` unless
-/// `--raw` describes it as raw binary.
-///
-/// Commands that read one array flatten this into their arguments, so all
-/// of them accept raw files the same way.
+/// The options that describe a raw input (binary elements with no
+/// header, as `arr.tofile()` writes and `np.memmap` reads): shared by
+/// every command that reads an array, so `--raw` works the same
+/// everywhere. The element type is `--raw-dtype` (commands without an
+/// output dtype also take it as `--dtype`, see [`InputArgs`]).
 #[derive(Debug, clap::Args)]
-pub(crate) struct InputArgs {
-    /// The array file: a NumPy .npy file, or raw binary with --raw.
-    #[arg(value_name = "PATH")]
-    pub(crate) path: PathBuf,
-
-    /// Read PATH as raw binary elements with no header (like np.memmap);
-    /// needs --dtype.
-    #[arg(long, requires = "dtype", help_heading = "Raw input")]
+pub(crate) struct RawArgs {
+    /// Read the input as raw binary elements with no header (like
+    /// np.memmap or np.fromfile); needs --raw-dtype.
+    #[arg(long, help_heading = "Raw input")]
     pub(crate) raw: bool,
 
-    /// Element type of a raw file: f64, f32, f16, i64 .. i8, u64 .. u8, bool,
-    /// a NumPy name (float32) or type string (<f8, >i2).
+    /// Element type of a raw input: f64, f32, f16, i64 .. i8, u64 .. u8,
+    /// bool, a NumPy name (float32) or type string (<f8, >i2).
     #[arg(long, requires = "raw", value_name = "DTYPE", value_parser = parse_dtype,
           help_heading = "Raw input")]
-    pub(crate) dtype: Option<DTypeArg>,
+    pub(crate) raw_dtype: Option<DTypeArg>,
 
-    /// Shape of a raw file, comma-separated (100,20; "" for 0-d; one -1
+    /// Shape of a raw input, comma-separated (100,20; "" for 0-d; one -1
     /// is inferred from the file's size, as NumPy's reshape). By default,
     /// 1-d: as many elements as the file holds after the offset.
     #[arg(long, requires = "raw", value_name = "SHAPE", value_parser = parse_raw_shape,
           help_heading = "Raw input", allow_hyphen_values = true)]
     pub(crate) shape: Option<RawShape>,
 
-    /// Bytes to skip at the start of a raw file. By default, 0.
+    /// Bytes to skip at the start of a raw input. By default, 0.
     #[arg(
         long,
         requires = "raw",
@@ -247,61 +243,100 @@ pub(crate) struct InputArgs {
     )]
     pub(crate) offset: Option<u64>,
 
-    /// Byte order of a raw file's elements: little, big or native. By
+    /// Byte order of a raw input's elements: little, big or native. By
     /// default, native (or the order a type string such as >f8 names).
     #[arg(long, requires = "raw", value_name = "ORDER", value_parser = parse_byte_order,
           help_heading = "Raw input")]
     pub(crate) byte_order: Option<ByteOrder>,
+
+    /// Element order of a raw input: C (row-major, NumPy's default and
+    /// what arr.tofile() writes for a C-contiguous array) or F
+    /// (column-major, the first axis varying fastest). By default, C.
+    #[arg(long, requires = "raw", value_name = "C|F", value_parser = parse_order,
+          help_heading = "Raw input")]
+    pub(crate) order: Option<Layout>,
 }
 
-impl InputArgs {
-    /// Opens the input array.
+/// Parses a memory order (clap value parser): `C` or `F` (NumPy's
+/// `order=` names), case-insensitive.
+pub(crate) fn parse_order(input: &str) -> Result<Layout, String> {
+    match input.trim() {
+        "C" | "c" => Ok(Layout::C),
+        "F" | "f" => Ok(Layout::Fortran),
+        other => Err(format!(
+            "invalid order '{other}': expected C (row-major) or F (column-major)"
+        )),
+    }
+}
+
+impl RawArgs {
+    /// Opens `path`: as `.npy`, or raw as described (`dtype` standing in
+    /// for a missing `--raw-dtype`).
     ///
     /// # Errors
     ///
     /// The chunker's error (which names the path) when the file cannot be
     /// opened or its header or size is wrong; a [`UsageError`] when the raw
     /// options contradict each other.
-    pub(crate) fn open(&self) -> Result<ArrayFile> {
-        match self.raw_spec()? {
-            None => Ok(ArrayFile::open(&self.path)?),
-            Some(spec) => Ok(ArrayFile::open_raw(&self.path, &spec)?),
+    pub(crate) fn open(&self, path: &Path, dtype: Option<DTypeArg>) -> Result<ArrayFile> {
+        match self.spec(path, dtype)? {
+            None => Ok(ArrayFile::open(path)?),
+            Some(spec) => Ok(ArrayFile::open_raw(path, &spec)?),
         }
     }
 
-    /// Opens the input array as an expression of `engine`.
+    /// Opens `path` (as [`RawArgs::open`]) as an expression of `engine`.
     ///
     /// # Errors
     ///
-    /// As [`InputArgs::open`].
-    pub(crate) fn open_expr(&self, engine: &Engine) -> Result<Expr> {
-        match self.raw_spec()? {
-            None => Ok(engine.open(&self.path)?),
-            Some(spec) => Ok(engine.open_raw(&self.path, &spec)?),
+    /// As [`RawArgs::open`].
+    pub(crate) fn open_expr(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        dtype: Option<DTypeArg>,
+    ) -> Result<Expr> {
+        match self.spec(path, dtype)? {
+            None => Ok(engine.open(path)?),
+            Some(spec) => Ok(engine.open_raw(path, &spec)?),
         }
     }
 
     /// The description of a raw input, or `None` for a `.npy` file.
-    fn raw_spec(&self) -> Result<Option<RawSpec>> {
+    fn spec(&self, path: &Path, alias: Option<DTypeArg>) -> Result<Option<RawSpec>> {
         if !self.raw {
             return Ok(None);
         }
-        let dtype = self
-            .dtype
-            .ok_or_else(|| UsageError("--raw needs --dtype".to_string()))?;
+        let dtype = match (self.raw_dtype, alias) {
+            (Some(d), None) | (None, Some(d)) => d,
+            (Some(_), Some(_)) => {
+                return Err(UsageError(
+                    "--raw-dtype and --dtype name the same thing: give one".into(),
+                )
+                .into());
+            }
+            (None, None) => {
+                return Err(UsageError(
+                    "--raw needs --raw-dtype DTYPE (also spelled --dtype where the command has \
+                     no output dtype)"
+                        .to_string(),
+                )
+                .into());
+            }
+        };
         let offset = self.offset.unwrap_or(0);
         let shape = match &self.shape {
             None => None,
             Some(shape) => Some(if shape.0.contains(&None) {
                 // The unknown dimension from the file's size; a file too
                 // small or of another size is the opener's error below.
-                let len = std::fs::metadata(&self.path)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?
+                let len = std::fs::metadata(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                     .len();
                 let elements = len.saturating_sub(offset) / dtype.dtype.itemsize() as u64;
                 shape
                     .resolve(elements)
-                    .map_err(|e| UsageError(format!("{}: {e}", self.path.display())))?
+                    .map_err(|e| UsageError(format!("{}: {e}", path.display())))?
             } else {
                 shape.0.iter().flatten().copied().collect()
             }),
@@ -311,9 +346,48 @@ impl InputArgs {
             byte_order: dtype.resolve_byte_order(self.byte_order)?,
             shape,
             offset,
-            layout: outcore::Layout::C,
+            layout: self.order.unwrap_or(Layout::C),
             exact: true,
         }))
+    }
+}
+
+/// The options that name an input array, for commands that have no output
+/// dtype (`info`, `stats`): a path, read as `.npy` unless `--raw`
+/// describes it as raw binary ([`RawArgs`]), whose element type may also
+/// be spelled `--dtype`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InputArgs {
+    /// The array file: a NumPy .npy file, or raw binary with --raw.
+    #[arg(value_name = "PATH")]
+    pub(crate) path: PathBuf,
+
+    #[command(flatten)]
+    pub(crate) raw: RawArgs,
+
+    /// The same as --raw-dtype (this command has no output dtype).
+    #[arg(long, requires = "raw", value_name = "DTYPE", value_parser = parse_dtype,
+          help_heading = "Raw input")]
+    pub(crate) dtype: Option<DTypeArg>,
+}
+
+impl InputArgs {
+    /// Opens the input array.
+    ///
+    /// # Errors
+    ///
+    /// As [`RawArgs::open`].
+    pub(crate) fn open(&self) -> Result<ArrayFile> {
+        self.raw.open(&self.path, self.dtype)
+    }
+
+    /// Opens the input array as an expression of `engine`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RawArgs::open`].
+    pub(crate) fn open_expr(&self, engine: &Engine) -> Result<Expr> {
+        self.raw.open_expr(engine, &self.path, self.dtype)
     }
 }
 

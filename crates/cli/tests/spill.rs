@@ -212,14 +212,14 @@ fn errors_are_clear() {
     .error(1)
     .to_string();
     assert!(e.contains("bool"), "{e}");
-    // Quantiles along axis 1 are not supported.
+    // A quantile outside [0, 1] along axis 1 is refused too.
     let e = cli(
         dir.path(),
-        &["stats", arg(&x), "--axis", "1", "--ops", "median"],
+        &["stats", arg(&x), "--axis", "1", "--ops", "nanquantile:2"],
     )
-    .error(1)
+    .error(2)
     .to_string();
-    assert!(e.contains("axis 1"), "{e}");
+    assert!(e.contains("bad quantile"), "{e}");
     // A spill quota too small for the runs.
     let e = cli(
         dir.path(),

@@ -61,6 +61,7 @@ fn integer_input_gives_float64_columns_of_mean_0_and_std_1() {
         "dtype",
         "shape",
         "ddof",
+        "skipna",
         "seconds",
         "passes",
         "blocks",

@@ -12,7 +12,7 @@ use outcore::{DType, f16};
 use serde_json::{Value, json};
 
 /// The keys every `stats --json` object has.
-const KEYS: [&str; 19] = [
+const KEYS: [&str; 20] = [
     "path",
     "shape",
     "dtype",
@@ -22,6 +22,7 @@ const KEYS: [&str; 19] = [
     "results",
     "out",
     "files",
+    "nan_count",
     "seconds",
     "passes",
     "blocks",

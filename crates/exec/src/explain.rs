@@ -236,9 +236,13 @@ pub(crate) fn explain(rt: &Runtime, plan: &Plan) -> Result<Explain> {
                 kinds_text(kinds).join(", "),
                 match axis {
                     ReduceAxis::Axis0 => " along axis 0",
+                    ReduceAxis::Axis1 => " along axis 1",
                     _ => "",
                 },
                 match method {
+                    Some(Method::Rows) => {
+                        "one pass selecting each row's ranks in a copy of the row"
+                    }
                     Some(Method::Sort) => {
                         "by the external sort (radix selection's per-column state cannot fit), \
                          ranks read from the sorted columns"

@@ -194,8 +194,10 @@ impl fmt::Display for Expr {
             Node::Op(ArrayOp::Persist, a) => write!(f, "persist({a})"),
             Node::Quantile(q, axis, a) => {
                 match q {
-                    Quantile::Median => write!(f, "median({a}")?,
-                    Quantile::Linear(q) => write!(f, "quantile({a}, {q}")?,
+                    Quantile::Median | Quantile::NanMedian => write!(f, "{}({a}", q.name())?,
+                    Quantile::Linear(v) | Quantile::NanLinear(v) => {
+                        write!(f, "{}({a}, {v}", q.name())?
+                    }
                 }
                 match axis {
                     ReduceAxis::All => write!(f, ")"),
@@ -847,29 +849,52 @@ impl Expr {
         }
     }
 
-    /// The exact median along `axis` (`0` or [`ReduceAxis::All`]), as
-    /// `np.median`: float inputs keep their type, others give float64;
-    /// NaN where the values hold a NaN.
+    /// The exact median along `axis` (`0`, `1` — per row, over all its
+    /// trailing axes — or [`ReduceAxis::All`]), as `np.median`: float
+    /// inputs keep their type, others give float64; NaN where the values
+    /// hold a NaN (see [`Expr::nanmedian`]).
     pub fn median(&self, axis: impl IntoAxis) -> Expr {
         self.quantile_of(Quantile::Median, axis)
     }
 
-    /// The exact `q`-quantile (`0 <= q <= 1`) along `axis` (`0` or
+    /// The exact median of the values that are not NaN, along `axis` (as
+    /// [`Expr::median`]), as `np.nanmedian`: NaN where every value is NaN
+    /// (NumPy warns "All-NaN slice encountered"). Along an axis shorter
+    /// than 600 NumPy takes its masked-array median, which adds the two
+    /// middle values in the input's float type (float16 overflows past
+    /// 65504); that is reproduced.
+    pub fn nanmedian(&self, axis: impl IntoAxis) -> Expr {
+        self.quantile_of(Quantile::NanMedian, axis)
+    }
+
+    /// The exact `q`-quantile (`0 <= q <= 1`) along `axis` (`0`, `1` or
     /// [`ReduceAxis::All`]), as `np.quantile(x, q, axis)` with its default
     /// linear interpolation: float inputs keep their type, integers give
     /// float64, bool is refused (as NumPy does).
     pub fn quantile(&self, q: f64, axis: impl IntoAxis) -> Expr {
+        self.linear_quantile(Quantile::Linear(q), q, axis)
+    }
+
+    /// The exact `q`-quantile of the values that are not NaN, along
+    /// `axis` (as [`Expr::quantile`]), as `np.nanquantile(x, q, axis)`:
+    /// NaN where every value is NaN, and over an empty axis (where
+    /// `quantile` is an error).
+    pub fn nanquantile(&self, q: f64, axis: impl IntoAxis) -> Expr {
+        self.linear_quantile(Quantile::NanLinear(q), q, axis)
+    }
+
+    fn linear_quantile(&self, kind: Quantile, q: f64, axis: impl IntoAxis) -> Expr {
         if !(0.0..=1.0).contains(&q) {
             return Expr::invalid(format!("quantile {q} is outside [0, 1]"));
         }
         if self.dtype == DType::Bool {
-            return Expr::invalid(
-                "quantile of a bool array is undefined (NumPy raises TypeError); \
-                 cast to an integer dtype first"
-                    .into(),
-            );
+            return Expr::invalid(format!(
+                "{} of a bool array is undefined (NumPy raises TypeError); \
+                 cast to an integer dtype first",
+                kind.name()
+            ));
         }
-        self.quantile_of(Quantile::Linear(q), axis)
+        self.quantile_of(kind, axis)
     }
 
     fn quantile_of(&self, q: Quantile, axis: impl IntoAxis) -> Expr {
@@ -877,11 +902,6 @@ impl Expr {
             return self.clone();
         }
         let axis = match axis.into_axis() {
-            Ok(ReduceAxis::Axis1) => {
-                return Expr::invalid(
-                    "quantiles along axis 1 are not supported (use axis 0 or all)".into(),
-                );
-            }
             Ok(a) => a,
             Err(msg) => return Expr::invalid(msg),
         };

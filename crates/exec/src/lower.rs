@@ -128,13 +128,17 @@ impl Plan {
     }
 }
 
+/// Quantiles computed together: of one argument, along one axis, all
+/// skipping NaN or none.
+type QuantileGroup = (NodeId, ReduceAxis, bool);
+
 /// The state of lowering one computation.
 struct Lowering {
     memo: HashMap<NodeId, Expr>,
-    /// Quantile nodes by (argument, axis): computed together.
-    groups: HashMap<(NodeId, ReduceAxis), Vec<(Expr, Quantile)>>,
+    /// Quantile nodes by (argument, axis, NaN skipped): computed together.
+    groups: HashMap<QuantileGroup, Vec<(Expr, Quantile)>>,
     /// Quantile groups already given a step.
-    quantiles: HashSet<(NodeId, ReduceAxis)>,
+    quantiles: HashSet<QuantileGroup>,
     /// Intermediates already spilled, by (lowered) node.
     spilled: HashMap<NodeId, Expr>,
     steps: Vec<Step>,
@@ -144,7 +148,7 @@ struct Lowering {
 impl Lowering {
     /// Finds the quantiles of `exprs`, grouped by argument and axis.
     fn new(exprs: &[Expr]) -> Lowering {
-        let mut groups: HashMap<(NodeId, ReduceAxis), Vec<(Expr, Quantile)>> = HashMap::new();
+        let mut groups: HashMap<QuantileGroup, Vec<(Expr, Quantile)>> = HashMap::new();
         let mut seen = HashSet::new();
         let mut stack: Vec<&Expr> = exprs.iter().collect();
         while let Some(e) = stack.pop() {
@@ -153,7 +157,7 @@ impl Lowering {
             }
             if let Node::Quantile(q, axis, a) = &*e.node {
                 groups
-                    .entry((id(a), *axis))
+                    .entry((id(a), *axis, q.skips_nan()))
                     .or_default()
                     .push((e.clone(), *q));
             }
@@ -198,13 +202,10 @@ impl Lowering {
                 });
                 out
             }
-            Node::Quantile(_, axis, a) => {
-                if self.quantiles.insert((id(a), *axis)) {
-                    let group = self
-                        .groups
-                        .get(&(id(a), *axis))
-                        .cloned()
-                        .unwrap_or_default();
+            Node::Quantile(q, axis, a) => {
+                let key = (id(a), *axis, q.skips_nan());
+                if self.quantiles.insert(key) {
+                    let group = self.groups.get(&key).cloned().unwrap_or_default();
                     let a = self.lower(a)?;
                     let input = self.in_file(&a)?;
                     self.steps.push(Step::Quantiles {

@@ -346,8 +346,8 @@ pub(crate) fn kinds_text(kinds: &[Quantile]) -> Vec<String> {
     kinds
         .iter()
         .map(|q| match q {
-            Quantile::Median => "median".to_string(),
-            Quantile::Linear(q) => format!("quantile {q}"),
+            Quantile::Median | Quantile::NanMedian => q.name().to_string(),
+            Quantile::Linear(v) | Quantile::NanLinear(v) => format!("{} {v}", q.name()),
         })
         .collect()
 }

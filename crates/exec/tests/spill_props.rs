@@ -8,8 +8,11 @@
 //!   bool and signed, uint64 for unsigned, floats their own type, float16
 //!   through `half::f16` addition); quantiles sort the column and apply
 //!   NumPy's linear interpolation (`_lerp`, with its clipping at the top
-//!   index), medians NumPy's mean of the middle values. Nothing of the
-//!   engine's internals is used.
+//!   index), medians NumPy's mean of the middle values; the nan-variants
+//!   the same of the values that are not NaN (NaN where none is left;
+//!   `nanmedian` along an axis shorter than 600 NumPy's masked-array sum
+//!   of the middle values in the input's type); along axis 1 each row.
+//!   Nothing of the engine's internals is used.
 //! * Inputs: every dtype; 0–300 rows of 1–6 columns (some 1-d and 3-d);
 //!   values with many duplicates, full-range and extreme integers, floats
 //!   with NaN (of either sign), ±inf, subnormals; zeros all of one sign
@@ -54,6 +57,9 @@ trait El: Copy + Debug + 'static {
     fn lerp(a: Self, b: Self, t: f64) -> Scalar;
     /// NumPy's mean of the middle value(s).
     fn middle(a: Self, b: Option<Self>) -> Scalar;
+    /// NumPy's masked-array median of the middle values (`np.nanmedian`
+    /// along an axis shorter than 600): `(0 + a + b) / 2` in the type.
+    fn ma_middle(a: Self, b: Self) -> Scalar;
     /// `np.cumsum(x, axis=0)` of a `rows × cols` C-order array: the result
     /// dtype and values, or the exact sum that left the integer result type.
     fn cumsum(x: &[Self], rows: usize, cols: usize) -> Result<(DType, Vec<Scalar>), String>;
@@ -134,6 +140,9 @@ macro_rules! int_el {
             fn middle(a: Self, b: Option<Self>) -> Scalar {
                 int_middle(a as i128, b.map(|b| b as i128))
             }
+            fn ma_middle(a: Self, b: Self) -> Scalar {
+                int_middle(a as i128, Some(b as i128))
+            }
             fn cumsum(
                 x: &[Self],
                 rows: usize,
@@ -169,6 +178,9 @@ impl El for bool {
     }
     fn middle(a: Self, b: Option<Self>) -> Scalar {
         int_middle(i128::from(a), b.map(i128::from))
+    }
+    fn ma_middle(a: Self, b: Self) -> Scalar {
+        int_middle(i128::from(a), Some(i128::from(b)))
     }
     fn cumsum(x: &[Self], rows: usize, cols: usize) -> Result<(DType, Vec<Scalar>), String> {
         int_cumsum(x.iter().map(|&v| i128::from(v)), rows, cols, false)
@@ -208,6 +220,9 @@ macro_rules! float_el {
             }
             fn middle(a: Self, b: Option<Self>) -> Scalar {
                 Scalar::Float($to_f64($middle(a, b)))
+            }
+            fn ma_middle(a: Self, b: Self) -> Scalar {
+                Scalar::Float($to_f64(($of_f64(0.0) + a + b) / $of_f64(2.0)))
             }
             fn cumsum(
                 x: &[Self],
@@ -251,6 +266,8 @@ float_el!(
 enum Kind {
     Median,
     Quantile(f64),
+    NanMedian,
+    NanQuantile(f64),
 }
 
 /// One result checked per case.
@@ -268,6 +285,8 @@ impl Op {
             Op::Cumsum => "cumsum(axis=0)".into(),
             Op::Q(Kind::Median, axis) => format!("median({axis:?})"),
             Op::Q(Kind::Quantile(q), axis) => format!("quantile({q}, {axis:?})"),
+            Op::Q(Kind::NanMedian, axis) => format!("nanmedian({axis:?})"),
+            Op::Q(Kind::NanQuantile(q), axis) => format!("nanquantile({q}, {axis:?})"),
         }
     }
 }
@@ -275,9 +294,16 @@ impl Op {
 /// Every result checked for an input, in order.
 fn ops() -> Vec<Op> {
     let mut v = vec![Op::Sort, Op::Cumsum];
-    for axis in [ReduceAxis::Axis0, ReduceAxis::All] {
+    // Plain and nan-variants of one axis are computed together.
+    for axis in [ReduceAxis::Axis0, ReduceAxis::All, ReduceAxis::Axis1] {
         v.push(Op::Q(Kind::Median, axis));
         v.extend(QS.iter().map(|&q| Op::Q(Kind::Quantile(q), axis)));
+        v.push(Op::Q(Kind::NanMedian, axis));
+        v.extend(
+            [0.0, 0.5, 0.999, 1.0]
+                .iter()
+                .map(|&q| Op::Q(Kind::NanQuantile(q), axis)),
+        );
     }
     v
 }
@@ -291,6 +317,9 @@ enum ErrKind {
     Empty,
     /// `Error::Invalid` naming bool (quantile of bool).
     Bool,
+    /// `Error::Invalid` naming axis 1 (of an array of fewer than 2
+    /// dimensions).
+    Axis,
 }
 
 /// What the engine must return for one op.
@@ -313,25 +342,44 @@ fn rows_cols(shape: &[usize]) -> (usize, usize) {
     }
 }
 
-/// The quantile of one column (unsorted), or an error.
-fn quantile_of<T: El>(col: &[T], kind: Kind) -> Result<Scalar, ErrKind> {
+/// The quantile of one column (unsorted), or an error; `ma` for NumPy's
+/// masked-array `nanmedian` (along an axis shorter than 600).
+fn quantile_of<T: El>(col: &[T], kind: Kind, ma: bool) -> Result<Scalar, ErrKind> {
+    let (col, kind) = match kind {
+        // The nan-variants: the same of the values that are not NaN,
+        // NaN where there are none (NumPy warns, and does not raise).
+        Kind::NanMedian | Kind::NanQuantile(_) => {
+            let kept: Vec<T> = col.iter().copied().filter(|v| !v.is_nan()).collect();
+            if kept.is_empty() {
+                return Ok(Scalar::Float(f64::NAN));
+            }
+            let base = match kind {
+                Kind::NanQuantile(q) => Kind::Quantile(q),
+                _ => Kind::Median,
+            };
+            (kept, base)
+        }
+        _ => (col.to_vec(), kind),
+    };
     let n = col.len();
     if n == 0 {
         return match kind {
             // np.median of nothing: NaN (with a RuntimeWarning).
-            Kind::Median => Ok(Scalar::Float(f64::NAN)),
             Kind::Quantile(_) => Err(ErrKind::Empty),
+            _ => Ok(Scalar::Float(f64::NAN)),
         };
     }
-    let mut s = col.to_vec();
+    let mut s = col;
     s.sort_by(|a, b| a.np_cmp(*b));
     if s.iter().any(|v| v.is_nan()) {
         return Ok(Scalar::Float(f64::NAN));
     }
     Ok(match kind {
-        Kind::Median if n % 2 == 1 => T::middle(s[n / 2], None),
-        Kind::Median => T::middle(s[n / 2 - 1], Some(s[n / 2])),
-        Kind::Quantile(q) => {
+        Kind::Median if ma && n % 2 == 1 => T::ma_middle(s[n / 2], s[n / 2]),
+        Kind::Median if ma => T::ma_middle(s[n / 2 - 1], s[n / 2]),
+        Kind::Median | Kind::NanMedian if n % 2 == 1 => T::middle(s[n / 2], None),
+        Kind::Median | Kind::NanMedian => T::middle(s[n / 2 - 1], Some(s[n / 2])),
+        Kind::Quantile(q) | Kind::NanQuantile(q) => {
             let v = (n - 1) as f64 * q;
             // NumPy clips an index at or above the last to -1 (the last
             // value) and computes gamma = v - (-1).
@@ -375,10 +423,20 @@ fn reference<T: El>(x: &[T], shape: &[usize], dtype: DType) -> Vec<(Op, Want)> {
                 },
                 Err(_) => Want::Err(ErrKind::Overflow),
             },
-            Op::Q(Kind::Quantile(_), _) if dtype == DType::Bool => Want::Err(ErrKind::Bool),
+            // Bool is refused first, whatever the axis.
+            Op::Q(Kind::Quantile(_) | Kind::NanQuantile(_), _) if dtype == DType::Bool => {
+                Want::Err(ErrKind::Bool)
+            }
+            Op::Q(_, ReduceAxis::Axis1) if shape.len() < 2 => Want::Err(ErrKind::Axis),
             Op::Q(kind, axis) => {
                 let (columns, out_shape): (Vec<Vec<T>>, Vec<usize>) = match axis {
                     ReduceAxis::All => (vec![x.to_vec()], Vec::new()),
+                    ReduceAxis::Axis1 => (
+                        (0..rows)
+                            .map(|r| x[r * cols..(r + 1) * cols].to_vec())
+                            .collect(),
+                        vec![rows],
+                    ),
                     _ => (
                         (0..cols)
                             .map(|c| (0..rows).map(|r| x[r * cols + c]).collect())
@@ -386,9 +444,20 @@ fn reference<T: El>(x: &[T], shape: &[usize], dtype: DType) -> Vec<(Op, Want)> {
                         shape.get(1..).unwrap_or_default().to_vec(),
                     ),
                 };
+                // NumPy's nanmedian along an axis shorter than 600 of a
+                // 2-d or larger array is its masked-array median.
+                let axis_len = if axis == ReduceAxis::Axis1 {
+                    cols
+                } else {
+                    rows
+                };
+                let ma = kind == Kind::NanMedian
+                    && axis != ReduceAxis::All
+                    && shape.len() >= 2
+                    && axis_len < 600;
                 match columns
                     .iter()
-                    .map(|col| quantile_of(col, kind))
+                    .map(|col| quantile_of(col, kind, ma))
                     .collect::<Result<Vec<Scalar>, ErrKind>>()
                 {
                     Ok(vals) => Want::Values {
@@ -766,6 +835,8 @@ fn quantile_expr(x: &Expr, kind: Kind, axis: ReduceAxis) -> Expr {
     match kind {
         Kind::Median => x.median(axis),
         Kind::Quantile(q) => x.quantile(q, axis),
+        Kind::NanMedian => x.nanmedian(axis),
+        Kind::NanQuantile(q) => x.nanquantile(q, axis),
     }
 }
 
@@ -893,6 +964,7 @@ fn check_error(got: &Error, want: ErrKind) -> Result<(), String> {
         ErrKind::Overflow => matches!(got, Error::IntegerOverflow { .. }),
         ErrKind::Empty => matches!(got, Error::Empty { op, .. } if op == "quantile"),
         ErrKind::Bool => matches!(got, Error::Invalid(m) if m.contains("bool")),
+        ErrKind::Axis => matches!(got, Error::Invalid(m) if m.contains("axis 1")),
     };
     if ok {
         Ok(())

@@ -576,6 +576,25 @@ impl PyArray {
         let a = axis_of(&self.expr, axis)?;
         Ok(self.reduce(Rule::Float, |e| e.quantile(q, a)))
     }
+    /// `np.nanmedian` (exact): NaN skipped, NaN where all are NaN.
+    #[pyo3(signature = (axis=None))]
+    fn nanmedian(&self, axis: Option<i64>) -> PyResult<PyArray> {
+        let a = axis_of(&self.expr, axis)?;
+        Ok(self.reduce(Rule::Float, |e| e.nanmedian(a)))
+    }
+    /// `np.nanquantile(x, q, axis=)` for one `q` in [0, 1] (exact,
+    /// linear): NaN skipped, NaN where all are NaN.
+    #[pyo3(signature = (q, axis=None))]
+    fn nanquantile(&self, q: f64, axis: Option<i64>) -> PyResult<PyArray> {
+        if !(0.0..=1.0).contains(&q) {
+            return Err(raise(
+                "ConfigError",
+                "Quantiles must be in the range [0, 1]",
+            ));
+        }
+        let a = axis_of(&self.expr, axis)?;
+        Ok(self.reduce(Rule::Float, |e| e.nanquantile(q, a)))
+    }
     /// `np.sort(x, axis=0)`: each column sorted (NaN last); returns a new
     /// lazy array (unlike `ndarray.sort`, nothing is sorted in place).
     #[pyo3(signature = (axis=0))]

@@ -50,6 +50,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             expr: x.cast(args.dtype.dtype),
             dtype: args.dtype,
             extra: Map::new(),
+            nan_hint: None,
         })
     })
 }

@@ -1,6 +1,7 @@
 //! What the commands that write one array (`convert`, `standardize`,
-//! `sort`, `cumsum`) share: their arguments (IN, OUT, the engine and
-//! output options, `--json`, `--explain`) and how they run and report.
+//! `sort`, `cumsum`) share: their arguments (IN — a `.npy` file or raw
+//! binary with `--raw` —, OUT, the engine and output options, `--json`,
+//! `--explain`) and how they run and report.
 //!
 //! A command flattens [`JobArgs`] last into its `Args` (so its own options
 //! come first in `--help`, before the engine's) and calls [`run`] with a
@@ -18,19 +19,22 @@ use anyhow::Result;
 use outcore::{Expr, OutputSpec};
 use serde_json::{Map, Value, json};
 
-use crate::args::{DTypeArg, EngineArgs, OutputArgs};
+use crate::args::{DTypeArg, EngineArgs, OutputArgs, RawArgs};
 use crate::output;
 
 /// The arguments of every command that writes one array.
 #[derive(Debug, clap::Args)]
 pub(crate) struct JobArgs {
-    /// The input .npy file.
+    /// The input: a .npy file, or raw binary with --raw.
     #[arg(value_name = "IN")]
     pub(crate) input: PathBuf,
 
     /// The .npy file to write.
     #[arg(value_name = "OUT")]
     out: PathBuf,
+
+    #[command(flatten)]
+    raw: RawArgs,
 
     #[command(flatten)]
     engine: EngineArgs,
@@ -56,6 +60,9 @@ pub(crate) struct Job {
     pub(crate) dtype: DTypeArg,
     /// Keys the command adds to its JSON object, after `shape`.
     pub(crate) extra: Map<String, Value>,
+    /// The input, when columns of OUT that are NaN because the input
+    /// holds NaN deserve a note on stderr (see [`nan_note`]).
+    pub(crate) nan_hint: Option<Expr>,
 }
 
 impl Job {
@@ -69,6 +76,7 @@ impl Job {
             },
             expr,
             extra: Map::new(),
+            nan_hint: None,
         }
     }
 }
@@ -86,7 +94,7 @@ pub(crate) fn run(args: &JobArgs, make: impl FnOnce(Expr) -> Result<Job>) -> Res
     let engine = args
         .engine
         .build(!args.json && !args.explain, &args.output)?;
-    let x = engine.open(&args.input)?;
+    let x = args.raw.open_expr(&engine, &args.input, None)?;
     let dtype_in = x.dtype();
     let job = make(x)?;
 
@@ -127,5 +135,65 @@ pub(crate) fn run(args: &JobArgs, make: impl FnOnce(Expr) -> Result<Job>) -> Res
         args.input.display(),
         dtype_in.name(),
         output::report_text(&report),
-    ))
+    ))?;
+    match &job.nan_hint {
+        Some(x) => nan_note(&engine, x, &args.out),
+        None => Ok(()),
+    }
+}
+
+/// Says once on stderr how many columns of `out` are NaN because the
+/// input `x` holds NaN there (`standardize` without `--skipna`). A column
+/// whose mean or std is NaN is NaN in every row, so the first row of OUT
+/// is read first (one row); only when it holds NaN is the input's NaN
+/// counted per column, in one more read.
+fn nan_note(engine: &outcore::Engine, x: &Expr, out: &std::path::Path) -> Result<()> {
+    let file = outcore::ArrayFile::open(out)?;
+    if file.meta().rows() == 0 || !file.meta().dtype.is_float() {
+        return Ok(());
+    }
+    let first_nan = first_row_nan(&file)?;
+    if !first_nan.iter().any(|&n| n) {
+        return Ok(());
+    }
+    let counts = engine.compute(x.isnan().count_nonzero(0))?;
+    let cols = counts.len();
+    let nan_cols = counts
+        .scalars()
+        .zip(first_nan.iter().chain(std::iter::repeat(&false)))
+        .filter(|(c, nan)| {
+            **nan && !matches!(c, outcore::Scalar::Int(0) | outcore::Scalar::UInt(0))
+        })
+        .count();
+    if nan_cols > 0 {
+        eprintln!(
+            "note: {nan_cols} of {cols} columns of {} are NaN because the input holds NaN; \
+             use standardize --skipna to skip NaN (np.nanmean, np.nanstd)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Which values of the first row of a float array are NaN.
+fn first_row_nan(file: &outcore::ArrayFile) -> Result<Vec<bool>> {
+    let block = file.read_rows(0..1)?;
+    Ok(match file.meta().dtype {
+        outcore::DType::F64 => block
+            .as_slice::<f64>()?
+            .iter()
+            .map(|v| v.is_nan())
+            .collect(),
+        outcore::DType::F32 => block
+            .as_slice::<f32>()?
+            .iter()
+            .map(|v| v.is_nan())
+            .collect(),
+        outcore::DType::F16 => block
+            .as_slice::<outcore::f16>()?
+            .iter()
+            .map(|v| v.is_nan())
+            .collect(),
+        _ => Vec::new(),
+    })
 }

@@ -25,10 +25,13 @@ use crate::args::{self, DTypeArg};
                   Integer and bool inputs are computed in float64; float inputs at their \
                   own precision or wider, then cast to --dtype. A constant column (std 0) \
                   gives NaN, as in NumPy (0/0); with ddof >= the number of rows, std is \
-                  NaN and so is every value. OUT is written to an unnamed file in its \
-                  directory and linked into place when complete.\n\n\
+                  NaN and so is every value. A column holding NaN is all NaN (NumPy's \
+                  mean and std of it are NaN; a note on stderr says so); with --skipna \
+                  the mean and std skip NaN (np.nanmean, np.nanstd) and only the NaN \
+                  stay NaN. OUT is written to an unnamed file in its directory and \
+                  linked into place when complete.\n\n\
                   With --json, prints one JSON object with the keys path, out, dtype_in, \
-                  dtype, shape, ddof, seconds, passes, blocks, bytes_read, bytes_written, \
+                  dtype, shape, ddof, skipna, seconds, passes, blocks, bytes_read, bytes_written, \
                   peak_reserved_bytes, peak_rss_bytes, memory_limit_bytes and threads. \
                   With --explain, prints the plan (2 passes) without reading or writing \
                   anything."
@@ -43,6 +46,11 @@ pub(crate) struct Args {
     /// n - ddof (0: population, 1: sample).
     #[arg(long, value_name = "N", default_value_t = 0)]
     ddof: u32,
+
+    /// Skip NaN: the mean and standard deviation of the values that are
+    /// not NaN (np.nanmean, np.nanstd); NaN stay NaN in OUT.
+    #[arg(long)]
+    skipna: bool,
 
     #[command(flatten)]
     job: JobArgs,
@@ -76,7 +84,11 @@ pub(crate) fn run(args: Args) -> Result<()> {
         } else {
             x.cast(DType::F64)
         };
-        let z = (&x - &x.mean(0)) / &x.std(0, args.ddof);
+        let z = if args.skipna {
+            (&x - &x.nanmean(0)) / &x.nanstd(0, args.ddof)
+        } else {
+            (&x - &x.mean(0)) / &x.std(0, args.ddof)
+        };
         let expr = if z.dtype() == dtype.dtype {
             z
         } else {
@@ -84,6 +96,14 @@ pub(crate) fn run(args: Args) -> Result<()> {
         };
         let mut extra = Map::new();
         extra.insert("ddof".into(), json!(args.ddof));
-        Ok(Job { expr, dtype, extra })
+        extra.insert("skipna".into(), json!(args.skipna));
+        // Without --skipna, a column holding NaN is all NaN: said once.
+        let nan_hint = (dtype_in.is_float() && !args.skipna).then(|| x.clone());
+        Ok(Job {
+            expr,
+            dtype,
+            extra,
+            nan_hint,
+        })
     })
 }

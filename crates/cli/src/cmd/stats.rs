@@ -38,10 +38,15 @@ const SHOWN_VALUES: usize = 5;
                   axis (\"all\", \"0\" or \"1\"), ops (as given), ddof, results (op as \
                   given -> a number for --axis all, a list of numbers for --axis 0 or 1), \
                   out and files (the --out directory and the file of each op, or null \
-                  and {}), seconds, passes, blocks, bytes_read, bytes_written, \
+                  and {}), nan_count (the input's NaN: 0 for integers and bool; for \
+                  floats counted in the same pass when the limit allows, else only once a \
+                  result is NaN, and null when not counted), seconds, passes, blocks, bytes_read, bytes_written, \
                   peak_reserved_bytes, peak_rss_bytes, memory_limit_bytes and threads. \
                   Integer results are exact JSON integers; NaN and infinities are the \
                   strings \"nan\", \"inf\" and \"-inf\".\n\n\
+                  When a result is NaN because the input holds NaN, a note on stderr \
+                  (not with --json) says so once and names the ops that skip NaN \
+                  (nanmean, nanmedian, nanquantile:Q, ...).\n\n\
                   With --explain, prints the plan (passes, block sizes, bytes, estimated \
                   peak memory against the limit) without reading the data; with --json \
                   too, as one JSON object whose passes key lists the passes."
@@ -57,8 +62,9 @@ pub(crate) struct Args {
 
     /// Reductions, comma-separated: sum, mean, min, max, var, std, argmin,
     /// argmax, nansum, nanmean, nanmin, nanmax, nanvar, nanstd, any, all,
-    /// count_nonzero, ptp, and the exact median and quantile:Q
-    /// (0 <= Q <= 1, NumPy's linear interpolation; --axis all or 0).
+    /// count_nonzero, ptp, and the exact median, quantile:Q (0 <= Q <= 1,
+    /// NumPy's linear interpolation), nanmedian and nanquantile:Q (NaN
+    /// skipped, as np.nanmedian / np.nanquantile).
     #[arg(long, value_name = "OPS", value_delimiter = ',',
           default_value = "sum,mean,std,min,max", value_parser = parse_op)]
     ops: Vec<OpName>,
@@ -141,6 +147,10 @@ enum StatOp {
     Median,
     /// The exact quantile `q`.
     Quantile(f64),
+    /// The exact median of the values that are not NaN.
+    NanMedian,
+    /// The exact quantile `q` of the values that are not NaN.
+    NanQuantile(f64),
     /// A reduction that is a kernel of its own (`any`, `ptp`, ...), by its
     /// registered name.
     Kind(&'static str),
@@ -169,16 +179,27 @@ fn parse_op(input: &str) -> Result<OpName, String> {
             valid_ops()
         ));
     }
-    if name == "median" {
-        return Ok(OpName(name.to_string(), StatOp::Median));
+    match name {
+        "median" => return Ok(OpName(name.to_string(), StatOp::Median)),
+        "nanmedian" => return Ok(OpName(name.to_string(), StatOp::NanMedian)),
+        _ => {}
     }
-    if let Some(q) = name.strip_prefix("quantile:") {
-        return match q.trim().parse::<f64>() {
-            Ok(v) if (0.0..=1.0).contains(&v) => Ok(OpName(name.to_string(), StatOp::Quantile(v))),
-            _ => Err(format!(
-                "bad quantile '{name}': expected quantile:Q with 0 <= Q <= 1, e.g. quantile:0.9"
-            )),
-        };
+    for (prefix, nan) in [("quantile:", false), ("nanquantile:", true)] {
+        if let Some(q) = name.strip_prefix(prefix) {
+            return match q.trim().parse::<f64>() {
+                Ok(v) if (0.0..=1.0).contains(&v) => Ok(OpName(
+                    name.to_string(),
+                    if nan {
+                        StatOp::NanQuantile(v)
+                    } else {
+                        StatOp::Quantile(v)
+                    },
+                )),
+                _ => Err(format!(
+                    "bad quantile '{name}': expected {prefix}Q with 0 <= Q <= 1, e.g. {prefix}0.9"
+                )),
+            };
+        }
     }
     if let Some(op) = ReduceOp::parse(name, 0) {
         return Ok(OpName(name.to_string(), StatOp::Reduce(op)));
@@ -193,7 +214,7 @@ fn parse_op(input: &str) -> Result<OpName, String> {
 fn valid_ops() -> String {
     let mut names: Vec<&str> = ReduceOp::ALL.map(ReduceOp::name).to_vec();
     names.extend(kinds().iter().map(|k| k.name()));
-    names.extend(["median", "quantile:Q"]);
+    names.extend(["median", "quantile:Q", "nanmedian", "nanquantile:Q"]);
     names.join(", ")
 }
 
@@ -247,6 +268,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
                 StatOp::Reduce(op) => x.reduce(op, axis),
                 StatOp::Median => x.median(axis),
                 StatOp::Quantile(q) => x.quantile(q, axis),
+                StatOp::NanMedian => x.nanmedian(axis),
+                StatOp::NanQuantile(q) => x.nanquantile(q, axis),
                 StatOp::Kind(name) => x.reduce_kind(
                     kind_named(name).ok_or_else(|| anyhow::anyhow!("unknown op '{name}'"))?,
                     axis,
@@ -254,6 +277,28 @@ pub(crate) fn run(args: Args) -> Result<()> {
             })
         })
         .collect::<Result<_>>()?;
+    // The NaN of a float input, counted in the pass of the streamed
+    // reductions (no extra read) when the limit also holds that count's
+    // scratch; otherwise (or for quantiles alone) counted only once a
+    // result is NaN (see `nan_note`).
+    let float = x.dtype().is_float();
+    let mut exprs = exprs;
+    let mut fused_nan_count = false;
+    if float
+        && !args.explain
+        && ops
+            .iter()
+            .any(|op| matches!(op, StatOp::Reduce(_) | StatOp::Kind(_)))
+    {
+        let mut with = exprs.clone();
+        with.push(x.isnan().count_nonzero(ReduceAxis::All));
+        // Planning reads nothing: the count joins the run only if the
+        // plan with it fits the limit as well.
+        if engine.explain(with.clone()).is_ok() {
+            exprs = with;
+            fused_nan_count = true;
+        }
+    }
     let head = Head {
         path: path.display().to_string(),
         shape,
@@ -286,6 +331,25 @@ pub(crate) fn run(args: Args) -> Result<()> {
         Some(dir) => write_results(dir, &results)?,
         None => Vec::new(),
     };
+    let mut nan_count: Option<u64> = if !float {
+        Some(0)
+    } else if fused_nan_count {
+        values
+            .last()
+            .and_then(AnyArray::as_f64_scalar)
+            .map(|n| n as u64)
+    } else {
+        None
+    };
+    let affected = nan_affected(&results);
+    if nan_count.is_none() && !affected.is_empty() {
+        // A result is NaN and the NaN were not counted: one more read.
+        nan_count = engine
+            .compute(x.isnan().count_nonzero(ReduceAxis::All))
+            .map_err(|e| output::engine_error(e, &path))?
+            .as_f64_scalar()
+            .map(|n| n as u64);
+    }
 
     if args.json {
         // Streamed: a per-row result of a large input must not become a
@@ -312,6 +376,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             .map(|(k, p)| (k.clone(), Value::from(p.display().to_string())))
             .collect();
         obj.insert("files".into(), Value::Object(files));
+        obj.insert("nan_count".into(), json!(nan_count));
         obj.extend(output::report_json(&report, engine.threads()));
         let mut entries: Vec<(String, JsonItem<'_>)> = head
             .json()
@@ -336,7 +401,64 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let mut text = fields.render();
     text.push('\n');
     text.push_str(&table(&results, args.axis, args.out.is_some()));
-    output::print_line(text.trim_end())
+    output::print_line(text.trim_end())?;
+    if let Some(n) = nan_count
+        && n > 0
+    {
+        nan_note(&affected, n, x.shape().iter().product(), args.axis);
+    }
+    Ok(())
+}
+
+/// The nan-variant of an op as given (`mean` → `nanmean`, `quantile:0.9`
+/// → `nanquantile:0.9`), if it has one.
+fn nan_variant(key: &str) -> Option<String> {
+    if key.starts_with("nan") {
+        return None;
+    }
+    let name = format!("nan{key}");
+    parse_op(&name).ok().map(|_| name)
+}
+
+/// The results of ops that have a nan-variant and hold NaN: the op as
+/// given, its nan-variant, its NaN count and its number of values.
+fn nan_affected<'a>(results: &'a [(String, &AnyArray)]) -> Vec<(&'a str, String, usize, usize)> {
+    let mut affected = Vec::new();
+    for (key, value) in results {
+        if let Some(variant) = nan_variant(key) {
+            let nan = value
+                .scalars()
+                .filter(|s| matches!(s, outcore::Scalar::Float(v) if v.is_nan()))
+                .count();
+            if nan > 0 {
+                affected.push((key.as_str(), variant, nan, value.len()));
+            }
+        }
+    }
+    affected
+}
+
+/// Prints once on stderr, after the results, which results are NaN
+/// because the input holds `nan_count` NaN among its `len` elements, and
+/// the ops that skip NaN instead.
+fn nan_note(affected: &[(&str, String, usize, usize)], nan_count: u64, len: u64, axis: Axis) {
+    if affected.is_empty() {
+        return;
+    }
+    let most = affected.iter().map(|a| a.2).max().unwrap_or(0);
+    let total = affected.iter().map(|a| a.3).max().unwrap_or(0);
+    let keys: Vec<&str> = affected.iter().map(|a| a.0).collect();
+    let what = match axis {
+        Axis::All => keys.join(", "),
+        Axis::Rows => format!("{most} of {total} columns of {}", keys.join(", ")),
+        Axis::Columns => format!("{most} of {total} rows of {}", keys.join(", ")),
+    };
+    let variants: Vec<&str> = affected.iter().map(|a| a.1.as_str()).collect();
+    eprintln!(
+        "note: {what} are NaN because the input holds NaN ({nan_count} of {len} elements); \
+         use --ops {} to skip NaN",
+        variants.join(",")
+    );
 }
 
 /// What `stats` says about its input and request, in text and JSON alike.

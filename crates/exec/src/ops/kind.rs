@@ -11,6 +11,40 @@ pub enum Quantile {
     Median,
     /// `np.quantile(x, q)` with linear interpolation, `0 <= q <= 1`.
     Linear(f64),
+    /// `np.nanmedian`: the median of the values that are not NaN (NaN
+    /// where all are).
+    NanMedian,
+    /// `np.nanquantile(x, q)` with linear interpolation, `0 <= q <= 1`:
+    /// the quantile of the values that are not NaN (NaN where all are).
+    NanLinear(f64),
+}
+
+impl Quantile {
+    /// True for the nan-variants, which skip NaN values.
+    pub fn skips_nan(self) -> bool {
+        matches!(self, Quantile::NanMedian | Quantile::NanLinear(_))
+    }
+
+    /// The same quantile over the values it reads: [`Quantile::Median`]
+    /// or [`Quantile::Linear`].
+    pub fn base(self) -> Quantile {
+        match self {
+            Quantile::NanMedian => Quantile::Median,
+            Quantile::NanLinear(q) => Quantile::Linear(q),
+            q => q,
+        }
+    }
+
+    /// NumPy's name of the function: `median`, `quantile`, `nanmedian`
+    /// or `nanquantile`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantile::Median => "median",
+            Quantile::Linear(_) => "quantile",
+            Quantile::NanMedian => "nanmedian",
+            Quantile::NanLinear(_) => "nanquantile",
+        }
+    }
 }
 
 /// How quantiles are found (see [`crate::EngineBuilder::quantile_method`]).

@@ -1,6 +1,13 @@
-//! Exact quantiles and medians along axis 0 or over all elements, equal to
-//! `np.quantile(x, q, axis)` (default "linear" method, `q` a Python float)
-//! and `np.median(x, axis)`.
+//! Exact quantiles and medians along axis 0, axis 1 or over all
+//! elements, equal to `np.quantile(x, q, axis)` (default "linear" method,
+//! `q` a Python float), `np.median(x, axis)` and their nan-variants
+//! `np.nanquantile` / `np.nanmedian` (NaN skipped; NaN only where a
+//! column holds nothing else).
+//!
+//! Along axis 1 each row is one selection problem: one streamed pass
+//! copies each row (its NaN left out when skipped) into a buffer reserved
+//! per block in flight and selects its ranks there ([`Method::Rows`]).
+//! Along axis 0 and over all elements:
 //!
 //! Only a few order statistics per column are needed — the values of
 //! rank `floor((n-1)q)` and the next — so the data is not sorted. Each
@@ -9,7 +16,9 @@
 //! read-only passes:
 //!
 //! 1. one pass finds each column's smallest and largest key and counts
-//!    NaNs (a column with a NaN has a NaN quantile, as in NumPy);
+//!    NaNs (a column with a NaN has a NaN quantile, as in NumPy; skipping
+//!    NaN, each column's ranks come from its own count — NaN keys are
+//!    the largest, so they never fall in an interval searched);
 //! 2. each further pass splits the key interval still holding a wanted
 //!    rank into up to 4096 buckets (a histogram per column and interval,
 //!    merged over blocks) and keeps the bucket holding the rank — the
@@ -37,8 +46,6 @@
 //! step, `t` rounded to the type), float64 for integers; the median is
 //! NumPy's mean of the middle values (float32 accumulation for float16).
 
-use std::collections::{BTreeSet, HashMap};
-
 use half::f16;
 use ndarray::{ArrayD, IxDyn};
 use outcore_chunker::{ArrayFile, DType};
@@ -53,19 +60,71 @@ use outcore_kernels::ReduceAxis;
 use outcore_kernels::key::SortKey;
 use outcore_kernels::{AnyArray, DynElement};
 
-/// The ranks quantile `q` reads, for `n` values.
-fn ranks(q: Quantile, n: u64) -> Vec<u64> {
+/// Pushes the ranks quantile `q` reads, for `n` values, onto `out`.
+fn push_ranks(q: Quantile, n: u64, out: &mut Vec<u64>) {
     if n == 0 {
-        return Vec::new();
+        return;
     }
-    match q {
-        Quantile::Median if n % 2 == 1 => vec![n / 2],
-        Quantile::Median => vec![n / 2 - 1, n / 2],
+    match q.base() {
         Quantile::Linear(q) => {
             let (lo, hi, _) = linear_index(n, q);
-            vec![lo, hi]
+            out.extend([lo, hi]);
         }
+        _ if n % 2 == 1 => out.push(n / 2),
+        _ => out.extend([n / 2 - 1, n / 2]),
     }
+}
+
+/// The distinct ranks `kinds` read, for `n` values, ascending, into `out`
+/// (cleared first).
+fn ranks_into(kinds: &[Quantile], n: u64, out: &mut Vec<u64>) {
+    out.clear();
+    for &k in kinds {
+        push_ranks(k, n, out);
+    }
+    out.sort_unstable();
+    out.dedup();
+}
+
+/// The most distinct ranks `kinds` read from a column of at most `n`
+/// values: exactly those of `n` values, or when NaN are skipped (each
+/// column its own count) an upper bound for any count.
+fn rank_slots(kinds: &[Quantile], n: u64, skipna: bool) -> usize {
+    if skipna {
+        (2 * kinds.len() as u64).min(n) as usize
+    } else {
+        ranks_of(kinds, n).len()
+    }
+}
+
+/// True when the quantiles `kinds` skip NaN (a step's kinds all do, or
+/// none does: `lower` groups them so).
+fn skips_nan(kinds: &[Quantile]) -> bool {
+    kinds.first().is_some_and(|k| k.skips_nan())
+}
+
+/// The value of quantile `kind` of `n` sorted values, rank `r` being
+/// `at(r)`; `ma` for NumPy's `nanmedian` along an axis shorter than 600
+/// (its masked-array median: the middle values summed in the input's
+/// type).
+fn finish<T: QuantileElement>(kind: Quantile, n: u64, ma: bool, at: impl Fn(u64) -> T) -> T::Out {
+    match kind.base() {
+        Quantile::Linear(q) => {
+            let (lo, hi, gamma) = linear_index(n, q);
+            T::lerp(at(lo), at(hi), gamma)
+        }
+        _ if ma && n % 2 == 1 => T::ma_middle(at(n / 2), at(n / 2)),
+        _ if ma => T::ma_middle(at(n / 2 - 1), at(n / 2)),
+        _ if n % 2 == 1 => T::middle(at(n / 2), None),
+        _ => T::middle(at(n / 2 - 1), Some(at(n / 2))),
+    }
+}
+
+/// Whether NumPy's `nanmedian` takes its masked-array path: along an
+/// axis (not over all elements) of an array of 2 or more dimensions
+/// whose length is below 600.
+fn numpy_ma_median(kinds: &[Quantile], ndim: usize, flat: bool, axis_len: u64) -> bool {
+    skips_nan(kinds) && !flat && ndim >= 2 && axis_len < 600
 }
 
 /// NumPy's indexes for linear interpolation: the ranks below and above the
@@ -91,6 +150,11 @@ trait QuantileElement: SortKey {
     fn lerp(a: Self, b: Self, t: f64) -> Self::Out;
     /// NumPy's mean of one or two middle values.
     fn middle(a: Self, b: Option<Self>) -> Self::Out;
+    /// NumPy's masked-array median of the middle values `a` and `b`
+    /// (`b == a` for an odd count): `(0 + a + b) / 2` in the input's float
+    /// type (so float16 overflows past 65504 as in NumPy), float64 for
+    /// integers.
+    fn ma_middle(a: Self, b: Self) -> Self::Out;
     /// NaN of the result type.
     fn nan() -> Self::Out;
 }
@@ -113,6 +177,9 @@ macro_rules! int_quantile {
                     Some(b) => (0.0 + a as f64 + b as f64) / 2.0,
                 }
             }
+            fn ma_middle(a: $t, b: $t) -> f64 {
+                (0.0 + a as f64 + b as f64) / 2.0
+            }
             fn nan() -> f64 {
                 f64::NAN
             }
@@ -128,6 +195,9 @@ impl QuantileElement for bool {
     }
     fn middle(a: bool, b: Option<bool>) -> f64 {
         u8::middle(u8::from(a), b.map(u8::from))
+    }
+    fn ma_middle(a: bool, b: bool) -> f64 {
+        u8::ma_middle(u8::from(a), u8::from(b))
     }
     fn nan() -> f64 {
         f64::NAN
@@ -151,6 +221,11 @@ macro_rules! float_quantile {
                     Some(b) => $from_acc((s + $to_acc(b)) / 2.0),
                 }
             }
+            fn ma_middle(a: $t, b: $t) -> $t {
+                // NumPy's add.reduce starts from +0.0; each step rounds.
+                let two: $t = $from(2.0);
+                ($from(0.0) + a + b) / two
+            }
             fn nan() -> $t {
                 <$t>::NAN
             }
@@ -170,9 +245,12 @@ pub(crate) enum Method {
     Select,
     /// The external sort, then the ranks read from the sorted columns.
     Sort,
+    /// Along axis 1: one pass, each row's ranks selected in memory.
+    Rows,
 }
 
-/// A quantile target being narrowed: rank `ranks[r]` of column `iv.col`.
+/// A quantile target being narrowed: rank `ranks.of(iv.col)[r]` of
+/// column `iv.col`.
 #[derive(Clone, Copy, Debug)]
 struct Target {
     r: usize,
@@ -196,6 +274,8 @@ pub(crate) struct Sizes {
     pub(crate) ranks: usize,
     /// Results (quantiles and medians) per column.
     pub(crate) kinds: usize,
+    /// NaN skipped: each column has its own count and ranks.
+    pub(crate) skipna: bool,
 }
 
 /// Bytes of per-column statistics in the first pass of radix selection:
@@ -220,10 +300,35 @@ impl Sizes {
 
     /// The rank values and NaN flags of every column, and the results.
     fn ranked_bytes(&self) -> u64 {
+        // Skipping NaN, each column keeps its count and its ranks.
+        let own = if self.skipna {
+            8 + self.ranks as u64 * 8
+        } else {
+            0
+        };
         self.cols()
             * (self.ranks as u64 * self.itemsize as u64
                 + 1
+                + own
                 + self.kinds as u64 * self.out_itemsize as u64)
+    }
+
+    /// What the per-row selection along axis 1 holds through its pass:
+    /// every row's results.
+    fn rows_fixed(&self) -> u64 {
+        self.rows * self.kinds as u64 * self.out_itemsize as u64
+    }
+
+    /// The bytes one block holds per row along axis 1: the row read and
+    /// its results.
+    fn rows_per_row(&self) -> u64 {
+        self.row_bytes() + self.kinds as u64 * self.out_itemsize as u64
+    }
+
+    /// The smallest limit for quantiles along axis 1: the results, one
+    /// row read with its results, and a copy of the row to select in.
+    fn rows_minimum(&self) -> u64 {
+        self.rows_fixed() + self.rows_per_row() + self.row_bytes()
     }
 
     /// What radix selection holds through all its passes: the rank values,
@@ -340,14 +445,34 @@ pub(crate) fn plan(rt: &Runtime, sizes: &Sizes) -> Result<Method> {
     })
 }
 
+/// Plans quantiles along axis 1 (`sizes.rows` rows of `sizes.row_len`
+/// values): [`Method::Rows`] when every row's results, one row read and
+/// one copy of it fit the limit, else [`Error::LimitTooSmall`].
+fn plan_rows(rt: &Runtime, sizes: &Sizes) -> Result<Method> {
+    let limit = rt.budget().limit();
+    let minimum = sizes.rows_minimum();
+    if limit >= minimum {
+        return Ok(Method::Rows);
+    }
+    Err(Error::LimitTooSmall {
+        limit,
+        row_bytes: sizes.row_bytes(),
+        minimum,
+        detail: format!(
+            "quantiles along axis 1: {} B of results ({} rows), one row read and one copy of it \
+             to select in ({} B each); smallest limit {minimum} B",
+            sizes.rows_fixed(),
+            sizes.rows,
+            sizes.row_bytes()
+        ),
+    })
+}
+
 /// The distinct ranks `kinds` read, for `n` values, ascending.
 fn ranks_of(kinds: &[Quantile], n: u64) -> Vec<u64> {
-    kinds
-        .iter()
-        .flat_map(|&k| ranks(k, n))
-        .collect::<BTreeSet<u64>>()
-        .into_iter()
-        .collect()
+    let mut out = Vec::new();
+    ranks_into(kinds, n, &mut out);
+    out
 }
 
 /// The plan of quantiles `kinds` of a `dtype` array of `shape` along
@@ -362,32 +487,47 @@ pub(crate) fn plan_for(
 ) -> Result<Option<Method>> {
     let rows = shape.first().copied().unwrap_or(1);
     let row_len: u64 = shape.iter().skip(1).product();
-    let flat = match axis {
-        ReduceAxis::All => true,
-        ReduceAxis::Axis0 => false,
-        ReduceAxis::Axis1 => return Ok(None),
-    };
-    let n = if flat { rows * row_len } else { rows };
-    if n == 0 || row_len == 0 || kinds.is_empty() {
-        return Ok(None);
-    }
+    let skipna = skips_nan(kinds);
     let Ok(row_len) = usize::try_from(row_len) else {
         return Ok(None);
     };
+    if axis == ReduceAxis::Axis1 {
+        if rows == 0 || kinds.is_empty() {
+            return Ok(None);
+        }
+        let sizes = Sizes {
+            rows,
+            row_len,
+            itemsize: dtype.itemsize(),
+            out_itemsize: quantile_dtype(dtype).itemsize(),
+            flat: false,
+            ranks: 0,
+            kinds: kinds.len(),
+            skipna,
+        };
+        return plan_rows(rt, &sizes).map(Some);
+    }
+    let flat = axis == ReduceAxis::All;
+    let n = if flat { rows * row_len as u64 } else { rows };
+    if n == 0 || row_len == 0 || kinds.is_empty() {
+        return Ok(None);
+    }
     let sizes = Sizes {
         rows,
         row_len,
         itemsize: dtype.itemsize(),
         out_itemsize: quantile_dtype(dtype).itemsize(),
         flat,
-        ranks: ranks_of(kinds, n).len(),
+        ranks: rank_slots(kinds, n, skipna),
         kinds: kinds.len(),
+        skipna,
     };
     plan(rt, &sizes).map(Some)
 }
 
-/// Computes `kinds` of `src` along `axis` (all elements or axis 0), one
-/// array per kind: shape `shape[1..]` for axis 0, 0-d for all.
+/// Computes `kinds` of `src` along `axis`, one array per kind: shape
+/// `shape[1..]` for axis 0, `[rows]` for axis 1, 0-d for all. The kinds
+/// all skip NaN or none does.
 pub(crate) fn compute(
     rt: &Runtime,
     src: &ArrayFile,
@@ -401,12 +541,64 @@ pub(crate) fn compute(
     )
 }
 
+/// The ranks each column reads: one list for every column, or — NaN
+/// skipped — a list per column from its count of values that are not
+/// NaN, padded to `r_n` by repeating its last rank.
+struct Ranks {
+    r_n: usize,
+    /// 0 (one shared list) or `r_n`.
+    stride: usize,
+    table: Vec<u64>,
+}
+
+impl Ranks {
+    fn shared(ranks: Vec<u64>) -> Ranks {
+        Ranks {
+            r_n: ranks.len(),
+            stride: 0,
+            table: ranks,
+        }
+    }
+
+    fn per_column(r_n: usize, cols: usize) -> Ranks {
+        Ranks {
+            r_n,
+            stride: r_n,
+            table: Vec::with_capacity(r_n * cols),
+        }
+    }
+
+    /// Appends the ranks of the next column, of `n` values.
+    fn push(&mut self, kinds: &[Quantile], n: u64, scratch: &mut Vec<u64>) {
+        ranks_into(kinds, n, scratch);
+        let last = scratch.last().copied().unwrap_or(0);
+        self.table.extend(
+            scratch
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(last))
+                .take(self.r_n),
+        );
+    }
+
+    /// The ranks of column `col`.
+    fn of(&self, col: usize) -> &[u64] {
+        let s = col * self.stride;
+        &self.table[s..s + self.r_n]
+    }
+}
+
 /// The values of the wanted ranks of every column: `values[col * R + i]`
-/// is rank `ranks[i]` of column `col` (meaningless where `nan[col]`: a
-/// column holding a NaN has NaN quantiles).
+/// is rank `ranks.of(col)[i]` of column `col` (meaningless where
+/// `nan[col]`: a column holding a NaN has NaN quantiles, one of only NaN
+/// has NaN nan-quantiles). `counts` holds each column's count of values
+/// that are not NaN when NaN are skipped (else it is empty: every column
+/// has all `n`).
 struct Ranked<T> {
     values: Vec<T>,
     nan: Vec<bool>,
+    ranks: Ranks,
+    counts: Vec<u64>,
 }
 
 fn compute_typed<T: QuantileElement>(
@@ -418,31 +610,36 @@ fn compute_typed<T: QuantileElement>(
 ) -> Result<Vec<AnyArray>> {
     let meta = src.meta();
     let (rows, row_len) = (meta.rows(), meta.row_len());
-    let flat = match axis {
-        ReduceAxis::All => true,
-        ReduceAxis::Axis0 => false,
-        ReduceAxis::Axis1 => {
-            return Err(Error::Invalid(
-                "quantiles along axis 1 are not supported (use axis 0 or all)".into(),
-            ));
-        }
-    };
+    let skipna = skips_nan(kinds);
+    if kinds.iter().any(|k| k.skips_nan() != skipna) {
+        return Err(Error::Invalid(
+            "internal: quantiles skipping NaN and not, computed together".into(),
+        ));
+    }
     for k in kinds {
-        if let Quantile::Linear(q) = k
-            && !(0.0..=1.0).contains(q)
+        if let Quantile::Linear(q) = k.base()
+            && !(0.0..=1.0).contains(&q)
         {
             return Err(Error::Invalid(format!(
                 "quantile {q} is outside [0, 1] (NumPy: Quantiles must be in the range [0, 1])"
             )));
         }
     }
-    if meta.dtype == DType::Bool && kinds.iter().any(|k| matches!(k, Quantile::Linear(_))) {
+    let linear = kinds
+        .iter()
+        .any(|k| matches!(k.base(), Quantile::Linear(_)));
+    if meta.dtype == DType::Bool && linear {
         return Err(Error::Invalid(
             "quantile of a bool array is undefined (NumPy raises TypeError: numpy boolean \
              subtract); cast to an integer dtype first"
                 .into(),
         ));
     }
+    let flat = match axis {
+        ReduceAxis::All => true,
+        ReduceAxis::Axis0 => false,
+        ReduceAxis::Axis1 => return compute_rows::<T>(rt, src, kinds, report),
+    };
     let (cols, n) = if flat {
         (1, rows * row_len as u64)
     } else {
@@ -453,14 +650,15 @@ fn compute_typed<T: QuantileElement>(
     } else {
         meta.shape[1..].iter().map(|&d| d as usize).collect()
     };
-    if n == 0 && cols > 0 && kinds.iter().any(|k| matches!(k, Quantile::Linear(_))) {
+    // NumPy's nanquantile of nothing is NaN; its quantile raises.
+    if n == 0 && cols > 0 && linear && !skipna {
         return Err(Error::Empty {
             op: "quantile".into(),
             what: if flat { "array" } else { "axis" },
         });
     }
-    let ranks = ranks_of(kinds, n);
-    let r_n = ranks.len();
+    let ma = numpy_ma_median(kinds, meta.shape.len(), flat, n);
+    let r_n = rank_slots(kinds, n, skipna);
     let sizes = Sizes {
         rows,
         row_len,
@@ -469,6 +667,7 @@ fn compute_typed<T: QuantileElement>(
         flat,
         ranks: r_n,
         kinds: kinds.len(),
+        skipna,
     };
     // Refused here, before anything is read, when neither method fits;
     // what each holds is reserved for as long as it is held.
@@ -477,16 +676,23 @@ fn compute_typed<T: QuantileElement>(
             Ranked {
                 values: Vec::new(),
                 nan: vec![true; cols],
+                ranks: Ranks::shared(Vec::new()),
+                counts: Vec::new(),
             },
             Vec::new(),
         )
     } else {
+        let ranks = if skipna {
+            None
+        } else {
+            Some(ranks_of(kinds, n))
+        };
         match plan(rt, &sizes)? {
-            Method::Select => {
+            Method::Select | Method::Rows => {
                 let fixed = sizes.select_fixed();
                 let (held, _) = reserve_slots(rt, &[(Consumer::State, fixed)], &[], 0)?;
                 report.note_reservations(&[(Consumer::State, fixed)]);
-                let ranked = select::<T>(rt, src, flat, cols, &ranks, fixed, report)?;
+                let ranked = select::<T>(rt, src, flat, cols, (kinds, ranks, r_n), fixed, report)?;
                 (ranked, held)
             }
             Method::Sort => {
@@ -502,12 +708,11 @@ fn compute_typed<T: QuantileElement>(
                 let held_bytes = ranked_bytes + window + 2 * PAGE;
                 let (held, _) = reserve_slots(rt, &[(Consumer::State, held_bytes)], &[], 0)?;
                 report.note_reservations(&[(Consumer::State, held_bytes)]);
-                let ranked = read_ranks::<T>(rt, &sorted, cols, &ranks, window)?;
+                let ranked = read_ranks::<T>(rt, &sorted, cols, (kinds, ranks, r_n), window)?;
                 (ranked, held)
             }
         }
     };
-    let rank_index: HashMap<u64, usize> = ranks.iter().enumerate().map(|(i, &r)| (r, i)).collect();
     let mut out = Vec::with_capacity(kinds.len());
     for &kind in kinds {
         let mut res: Vec<T::Out> = Vec::with_capacity(cols);
@@ -517,15 +722,10 @@ fn compute_typed<T: QuantileElement>(
                 continue;
             }
             let v = &ranked.values[col * r_n..(col + 1) * r_n];
-            let at = |r: u64| v[rank_index[&r]];
-            res.push(match kind {
-                Quantile::Median if n % 2 == 1 => T::middle(at(n / 2), None),
-                Quantile::Median => T::middle(at(n / 2 - 1), Some(at(n / 2))),
-                Quantile::Linear(q) => {
-                    let (lo, hi, gamma) = linear_index(n, q);
-                    T::lerp(at(lo), at(hi), gamma)
-                }
-            });
+            let rl = ranked.ranks.of(col);
+            let at = |r: u64| v[rl.partition_point(|&x| x < r).min(r_n - 1)];
+            let n = ranked.counts.get(col).copied().unwrap_or(n);
+            res.push(finish(kind, n, ma, at));
         }
         let array = ArrayD::from_shape_vec(IxDyn(&out_shape), res)
             .map_err(|e| Error::Invalid(format!("internal: quantile shape: {e}")))?;
@@ -534,32 +734,202 @@ fn compute_typed<T: QuantileElement>(
     Ok(out)
 }
 
+/// Quantiles along axis 1: one streamed pass; each row is copied (its
+/// NaN left out when skipped) into a buffer reserved per block in flight
+/// and its ranks are selected there, in memory. The results of every row
+/// are reserved for the whole pass.
+fn compute_rows<T: QuantileElement>(
+    rt: &Runtime,
+    src: &ArrayFile,
+    kinds: &[Quantile],
+    report: &mut RunReport,
+) -> Result<Vec<AnyArray>> {
+    let meta = src.meta();
+    let (rows, row_len) = (meta.rows(), meta.row_len());
+    let skipna = skips_nan(kinds);
+    let linear = kinds
+        .iter()
+        .any(|k| matches!(k.base(), Quantile::Linear(_)));
+    if row_len == 0 && rows > 0 && linear && !skipna {
+        return Err(Error::Empty {
+            op: "quantile".into(),
+            what: "axis",
+        });
+    }
+    let k_n = kinds.len();
+    let sizes = Sizes {
+        rows,
+        row_len,
+        itemsize: std::mem::size_of::<T>(),
+        out_itemsize: std::mem::size_of::<T::Out>(),
+        flat: false,
+        ranks: 0,
+        kinds: k_n,
+        skipna,
+    };
+    let mut results: Vec<Vec<T::Out>> = Vec::new();
+    let ma = numpy_ma_median(kinds, 2, false, row_len as u64);
+    let _held = if rows == 0 || row_len == 0 {
+        // Empty rows: NaN each (the results reserved all the same).
+        let held = if rows > 0 {
+            plan_rows(rt, &sizes)?;
+            let fixed = sizes.rows_fixed();
+            let (held, _) = reserve_slots(rt, &[(Consumer::State, fixed)], &[], 0)?;
+            report.note_reservations(&[(Consumer::State, fixed)]);
+            held
+        } else {
+            Vec::new()
+        };
+        results = vec![vec![T::nan(); rows as usize]; k_n];
+        held
+    } else {
+        plan_rows(rt, &sizes)?;
+        let fixed = sizes.rows_fixed();
+        let avail = rt.budget().limit().saturating_sub(fixed);
+        let row_bytes = sizes.row_bytes();
+        let per_row = sizes.rows_per_row();
+        let Some((block_rows, slots)) = pass_size(rt, avail, per_row, rows, 0, row_bytes) else {
+            return Err(super::too_small(
+                rt,
+                row_bytes,
+                sizes.rows_minimum(),
+                "internal: quantiles along axis 1 do not fit the limit they were planned for",
+            ));
+        };
+        let (held, slots) = reserve_slots(
+            rt,
+            &[(Consumer::State, fixed)],
+            &[
+                (Consumer::Reader, block_rows * row_bytes),
+                (
+                    Consumer::State,
+                    row_bytes + block_rows * (per_row - row_bytes),
+                ),
+            ],
+            slots,
+        )?;
+        report.note_reservations(&[
+            (
+                Consumer::Reader,
+                block_rows * row_bytes * slots.len() as u64,
+            ),
+            (
+                Consumer::State,
+                fixed + (row_bytes + block_rows * (per_row - row_bytes)) * slots.len() as u64,
+            ),
+        ]);
+        for _ in 0..k_n {
+            results.push(Vec::with_capacity(rows as usize));
+        }
+        let mut blocks = 0;
+        let read = stream_file(
+            rt,
+            "blocks of quantiles along axis 1",
+            src,
+            block_rows,
+            slots,
+            |_rows, block| {
+                let data = block.as_slice::<T>()?;
+                let mut row_buf: Vec<T> = Vec::with_capacity(row_len);
+                let mut rl: Vec<u64> = Vec::with_capacity(2 * k_n);
+                let mut vals: Vec<T> = Vec::with_capacity(2 * k_n);
+                let mut out: Vec<T::Out> = Vec::with_capacity(data.len() / row_len * k_n);
+                for row in data.chunks_exact(row_len) {
+                    row_buf.clear();
+                    if skipna {
+                        row_buf.extend(row.iter().copied().filter(|v| !v.is_nan()));
+                    } else {
+                        row_buf.extend_from_slice(row);
+                    }
+                    let n = row_buf.len() as u64;
+                    if n == 0 || (!skipna && row_buf.iter().any(|v| v.is_nan())) {
+                        out.extend(std::iter::repeat_n(T::nan(), k_n));
+                        continue;
+                    }
+                    ranks_into(kinds, n, &mut rl);
+                    vals.clear();
+                    // Ascending ranks: each selection leaves the larger
+                    // values after it, where the next one is selected.
+                    let mut from = 0usize;
+                    for &r in &rl {
+                        let r = r as usize;
+                        let (_, v, _) =
+                            row_buf[from..].select_nth_unstable_by_key(r - from, |x| x.key());
+                        vals.push(*v);
+                        from = r + 1;
+                    }
+                    let at = |r: u64| vals[rl.partition_point(|&x| x < r)];
+                    out.extend(kinds.iter().map(|&k| finish(k, n, ma, at)));
+                }
+                Ok(out)
+            },
+            |_rows, out: Vec<T::Out>| {
+                for row in out.chunks_exact(k_n) {
+                    for (res, &v) in results.iter_mut().zip(row) {
+                        res.push(v);
+                    }
+                }
+                blocks += 1;
+                Ok(())
+            },
+        )?;
+        report.bytes_read += read;
+        report.blocks += blocks;
+        report.passes += 1;
+        held
+    };
+    results
+        .into_iter()
+        .map(|res| {
+            let array = ArrayD::from_shape_vec(IxDyn(&[rows as usize]), res)
+                .map_err(|e| Error::Invalid(format!("internal: quantile shape: {e}")))?;
+            Ok(<T::Out as DynElement>::into_any(array))
+        })
+        .collect()
+}
+
+/// What selection looks for: the kinds, the ranks every column reads
+/// (`None` when NaN are skipped: each column's own, from its count), and
+/// the rank slots per column.
+type Wanted<'a> = (&'a [Quantile], Option<Vec<u64>>, usize);
+
 /// Ranks read from the externally sorted columns: where a column's `n`
 /// values fit a window of `window` bytes, a stripe of columns is read
 /// through one mapped window; longer columns map each value they read.
+/// NaN sort last, so a column's count of values that are not NaN is
+/// where its NaN start.
 fn read_ranks<T: QuantileElement>(
     rt: &Runtime,
     sorted: &super::sort::SortedColumns,
     cols: usize,
-    ranks: &[u64],
+    (kinds, shared, r_n): Wanted<'_>,
     window: u64,
 ) -> Result<Ranked<T>> {
     let isz = std::mem::size_of::<T>() as u64;
     let n = sorted.n;
-    let r_n = ranks.len();
+    let skipna = shared.is_none();
     let mut ranked = Ranked {
         values: Vec::with_capacity(cols * r_n),
         nan: Vec::with_capacity(cols),
+        ranks: match shared {
+            Some(r) => Ranks::shared(r),
+            None => Ranks::per_column(r_n, cols),
+        },
+        counts: Vec::with_capacity(if skipna { cols } else { 0 }),
     };
-    // NaN sorts last: a column holds one if its last value is NaN.
-    let take = |col: &[T], ranked: &mut Ranked<T>| {
-        let nan = col[col.len() - 1].is_nan();
-        ranked.nan.push(nan);
-        ranked.values.extend(
-            ranks
-                .iter()
-                .map(|&r| if nan { col[0] } else { col[r as usize] }),
-        );
+    let mut scratch = Vec::with_capacity(2 * kinds.len());
+    // The column's count (NaN skipped) and NaN flag, its ranks pushed.
+    let mut start_column = |ranked: &mut Ranked<T>, valid: u64| -> bool {
+        if skipna {
+            ranked.counts.push(valid);
+            ranked.ranks.push(kinds, valid, &mut scratch);
+            ranked.nan.push(valid == 0);
+            valid == 0
+        } else {
+            let nan = valid < n;
+            ranked.nan.push(nan);
+            nan
+        }
     };
     let column_bytes = n * isz;
     if column_bytes <= window {
@@ -573,8 +943,15 @@ fn read_ranks<T: QuantileElement>(
                 ((c1 - c0) as u64 * column_bytes) as usize,
             )?;
             let v = super::sort::values::<T>(&w)?;
-            for col in v.chunks_exact(n as usize) {
-                take(col, &mut ranked);
+            for (j, col) in v.chunks_exact(n as usize).enumerate() {
+                let valid = col.partition_point(|x| !x.is_nan()) as u64;
+                let nan = start_column(&mut ranked, valid);
+                let rl = ranked.ranks.of(c0 + j);
+                let vals: Vec<T> = rl
+                    .iter()
+                    .map(|&r| if nan { col[0] } else { col[r as usize] })
+                    .collect();
+                ranked.values.extend(vals);
             }
             c0 = c1;
         }
@@ -587,9 +964,26 @@ fn read_ranks<T: QuantileElement>(
         };
         for col in 0..cols {
             rt.check_cancel("columns of sorted quantile ranks", col as u64, cols as u64)?;
-            let nan = get(col, n - 1)?.is_nan();
-            ranked.nan.push(nan);
-            for &r in ranks {
+            // The first NaN, by bisection (none when the last is not).
+            let valid = if !get(col, n - 1)?.is_nan() {
+                n
+            } else if !skipna {
+                0
+            } else {
+                let (mut lo, mut hi) = (0, n - 1);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if get(col, mid)?.is_nan() {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                lo
+            };
+            let nan = start_column(&mut ranked, valid);
+            for i in 0..r_n {
+                let r = ranked.ranks.of(col)[i];
                 ranked
                     .values
                     .push(if nan { T::from_key(0) } else { get(col, r)? });
@@ -774,7 +1168,7 @@ fn select<T: QuantileElement>(
     src: &ArrayFile,
     flat: bool,
     cols: usize,
-    ranks: &[u64],
+    (kinds, shared, r_n): Wanted<'_>,
     held: u64,
     report: &mut RunReport,
 ) -> Result<Ranked<T>> {
@@ -782,7 +1176,7 @@ fn select<T: QuantileElement>(
     let meta = src.meta();
     let row_bytes = meta.row_bytes() as u64;
     let n = if flat { meta.len() } else { meta.rows() };
-    let r_n = ranks.len();
+    let skipna = shared.is_none();
     // Pass 1: smallest and largest key, NaN count, per column.
     let stats_bytes = cols as u64 * STATS_BYTES;
     let (stats, stats_held) = read_pass::<T, _, _>(
@@ -813,14 +1207,34 @@ fn select<T: QuantileElement>(
             }
         },
     )?;
+    // A column holding NaN has NaN quantiles; skipping NaN, one holding
+    // nothing else.
     let mut ranked = Ranked {
         values: vec![T::from_key(0); cols * r_n],
-        nan: stats.iter().map(|s| s.2 > 0).collect(),
+        nan: stats
+            .iter()
+            .map(|s| if skipna { s.2 == n } else { s.2 > 0 })
+            .collect(),
+        ranks: match shared {
+            Some(r) => Ranks::shared(r),
+            None => Ranks::per_column(r_n, cols),
+        },
+        counts: if skipna {
+            stats.iter().map(|s| n - s.2).collect()
+        } else {
+            Vec::new()
+        },
     };
+    if skipna {
+        let mut scratch = Vec::with_capacity(2 * kinds.len());
+        for &count in &ranked.counts {
+            ranked.ranks.push(kinds, count, &mut scratch);
+        }
+    }
     let live = ranked.nan.iter().filter(|&&nan| !nan).count();
     let mut targets: Vec<Target> = Vec::with_capacity(live * r_n);
     for (j, &(lo, hi, nans)) in stats.iter().enumerate() {
-        if nans > 0 {
+        if ranked.nan[j] {
             continue;
         }
         for r in 0..r_n {
@@ -831,7 +1245,9 @@ fn select<T: QuantileElement>(
                     lo,
                     hi,
                     below: 0,
-                    count: n,
+                    // NaN are above every interval: their keys are the
+                    // largest and the first pass left them out.
+                    count: n - nans,
                 },
             });
         }
@@ -871,7 +1287,6 @@ fn select<T: QuantileElement>(
                 cols,
                 &intervals,
                 (held, merged, state),
-                ranks,
                 &targets,
                 &mut ranked,
                 report,
@@ -913,7 +1328,7 @@ fn select<T: QuantileElement>(
                 .binary_search_by_key(&(iv.col, iv.lo, iv.hi), |x| (x.col, x.lo, x.hi))
                 .map_err(|_| Error::Invalid("internal: lost a quantile interval".into()))?;
             let h = &merged[i * buckets..(i + 1) * buckets];
-            let want = ranks[r] - iv.below;
+            let want = ranked.ranks.of(iv.col)[r] - iv.below;
             let mut before = 0;
             let shift = lookup.shift[i];
             for (b, &c) in h.iter().enumerate() {
@@ -948,13 +1363,12 @@ fn collect<T: QuantileElement>(
     cols: usize,
     intervals: &[Interval],
     (held, merged, state): (u64, u64, u64),
-    ranks: &[u64],
     targets: &[Target],
     ranked: &mut Ranked<T>,
     report: &mut RunReport,
 ) -> Result<()> {
     let lookup = Lookup::new(intervals, cols, 0);
-    let r_n = ranks.len();
+    let r_n = ranked.ranks.r_n;
     let (mut keys, keys_held) = read_pass::<T, _, _>(
         rt,
         src,
@@ -989,7 +1403,7 @@ fn collect<T: QuantileElement>(
             .binary_search_by_key(&(iv.col, iv.lo, iv.hi), |x| (x.col, x.lo, x.hi))
             .map_err(|_| Error::Invalid("internal: lost a quantile interval".into()))?;
         let key = keys[i]
-            .get((ranks[t.r] - iv.below) as usize)
+            .get((ranked.ranks.of(iv.col)[t.r] - iv.below) as usize)
             .copied()
             .ok_or_else(|| Error::Invalid("internal: quantile rank not collected".into()))?;
         ranked.values[iv.col * r_n + t.r] = T::from_key(key);
