@@ -149,7 +149,7 @@ def _median(name: str) -> Callable[..., Any]:
     return f
 
 
-def _quantile(name: str) -> Callable:
+def _quantile(name: str) -> Callable[..., Any]:
     def f(a, q, axis=None, out=None, overwrite_input=False, method="linear",  # type: ignore[no-untyped-def]
           keepdims=False, *, weights=None, interpolation=None):
         _no(name, out=out, overwrite_input=overwrite_input, method=method,

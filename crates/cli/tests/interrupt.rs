@@ -435,8 +435,9 @@ fn assert_truncation_error(status: ExitStatus, stderr: &str) {
 
 #[test]
 fn an_input_truncated_mid_run_is_an_error_naming_it() {
-    // 64 MiB, read in blocks of about half a MiB by one thread.
-    let (_dir, root) = setup(2 * ROWS);
+    // 128 MiB, read in blocks of about half a MiB by one thread: long
+    // enough to be caught mid-read on a loaded machine too.
+    let (_dir, root) = setup(4 * ROWS);
     let input = root.join("x.npy");
     let args = [
         "stats",
@@ -458,7 +459,7 @@ fn an_input_truncated_mid_run_is_an_error_naming_it() {
             "gen",
             "x.npy",
             "--shape",
-            "131072,64",
+            "262144,64",
             "--no-fsync",
             "--force",
         ],

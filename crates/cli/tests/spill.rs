@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cli, read_npy, tempdir};
+use common::{cli, read_npy, tempdir, write_npy};
 use outcore::Element;
 use serde_json::Value;
 
@@ -14,6 +14,22 @@ fn spill_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/spill")
         .join(name)
+}
+
+/// A 1-d float64 input of 40,000 values (312.5 KiB, NaN among them): too
+/// big for a 32 KiB limit to sort in memory.
+fn big_1d(dir: &Path) -> (PathBuf, Vec<f64>) {
+    let values: Vec<f64> = (0..40_000u64)
+        .map(|i| match i % 997 {
+            0 => f64::NAN,
+            _ => ((i * 7919) % 10_007) as f64 - 5000.5,
+        })
+        .collect();
+    let path = dir.join("big.npy");
+    write_npy(&path, &[values.len() as u64], &values);
+    let mut sorted = values.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    (path, sorted)
 }
 
 fn arg(p: &Path) -> &str {
@@ -98,17 +114,38 @@ fn sort_spills_and_reports_it() {
         ],
     )
     .json();
-    assert!(v["bytes_spilled"].as_u64().unwrap() >= 2 * 101 * 8, "{v}");
+    // It fits the limit: sorted in memory, nothing spilled.
+    assert_eq!(v["bytes_spilled"].as_u64(), Some(0), "{v}");
     same_f64(
         &data::<f64>(&out),
         &data::<f64>(&spill_fixture("f64_1d.sort.npy")),
     );
+    // One that does not fit spills (runs, then merges), as NumPy sorts.
+    let (big, want) = big_1d(dir.path());
+    let big_out = dir.path().join("big.sorted.npy");
+    let v = cli(
+        dir.path(),
+        &[
+            "sort",
+            arg(&big),
+            arg(&big_out),
+            "--memory-limit",
+            "32KiB",
+            "--json",
+        ],
+    )
+    .json();
+    assert!(
+        v["bytes_spilled"].as_u64().unwrap() >= 2 * 40_000 * 8,
+        "{v}"
+    );
+    same_f64(&data::<f64>(&big_out), &want);
     // --explain describes the runs and merges without running them.
     let plan = cli(
         dir.path(),
         &[
             "sort",
-            arg(&x),
+            arg(&big),
             "y.npy",
             "--memory-limit",
             "32KiB",
@@ -221,11 +258,12 @@ fn errors_are_clear() {
     .to_string();
     assert!(e.contains("bad quantile"), "{e}");
     // A spill quota too small for the runs.
+    let (big, _) = big_1d(dir.path());
     let e = cli(
         dir.path(),
         &[
             "sort",
-            arg(&x),
+            arg(&big),
             "s.npy",
             "--memory-limit",
             "32KiB",

@@ -117,7 +117,8 @@ impl EngineBuilder {
 
     /// Where spill files go (unnamed temporary files; nothing is left
     /// there, even after a kill). By default, the system's temporary
-    /// directory.
+    /// directory. [`EngineBuilder::build`] refuses a directory it cannot
+    /// open.
     pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> EngineBuilder {
         self.spill_dir = Some(dir.into());
         self
@@ -223,7 +224,18 @@ impl EngineBuilder {
             }
         };
         let spill = match self.spill_dir {
-            Some(dir) => SpillSpace::new(dir),
+            Some(dir) => {
+                // Refused now, even for runs that turn out to need no
+                // spill file: a typo should not wait for the big input.
+                if let Err(source) = std::fs::read_dir(&dir) {
+                    return Err(Error::Spill(outcore_spill::Error::Io {
+                        dir,
+                        op: "open the spill directory",
+                        source,
+                    }));
+                }
+                SpillSpace::new(dir)
+            }
             None => SpillSpace::system(),
         };
         Ok(Engine {

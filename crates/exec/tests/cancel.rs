@@ -106,8 +106,9 @@ fn a_cancelled_token_stops_every_operation_before_its_first_block() {
             "blocks of a pass",
             Box::new(|| engine.write_npy(&(&x * 2.0), &out).map(drop)),
         ),
+        // The limit holds the array: sorted in memory.
         (
-            "blocks of sorted runs",
+            "blocks of the array to sort",
             Box::new(|| engine.write_npy(&x.sort(), &out).map(drop)),
         ),
         (

@@ -137,19 +137,18 @@ fn sort_and_cumsum_results_feed_later_passes() {
     assert!(empty(spill.path()));
     // explain describes the operators before the passes.
     let plan = eng.explain(&centred).unwrap();
-    assert!(
-        plan.steps.iter().any(|s| s.contains("sorted run")),
-        "{plan}"
-    );
+    assert!(plan.steps.iter().any(|s| s.starts_with("sort")), "{plan}");
     assert!(plan.steps.iter().any(|s| s.contains("median")), "{plan}");
 }
 
 /// A spill quota too small is an error naming the numbers; a missing
-/// spill directory too; the output is not created.
+/// spill directory too (when the engine is built); the output is not
+/// created.
 #[test]
 fn spill_errors_are_typed() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, _) = input(dir.path(), 500, 2);
+    // 312.5 KiB: more than the limit holds, so the sort spills.
+    let (path, _) = input(dir.path(), 20_000, 2);
     let eng = Engine::builder()
         .memory_limit(64 << 10)
         .spill_quota(1000)
@@ -162,12 +161,11 @@ fn spill_errors_are_typed() {
     assert!(matches!(err, outcore_exec::Error::Spill(_)), "{err:?}");
     assert!(err.to_string().contains("spill quota exceeded"), "{err}");
     assert!(!out.exists());
-    let eng = Engine::builder()
+    let err = Engine::builder()
         .spill_dir("/nonexistent/outcore-spill")
         .build()
-        .unwrap();
-    let x = eng.open(&path).unwrap();
-    let err = eng.compute((&x * 2.0).median(0)).unwrap_err();
+        .unwrap_err();
+    assert!(matches!(err, outcore_exec::Error::Spill(_)), "{err:?}");
     assert!(
         err.to_string().contains("/nonexistent/outcore-spill"),
         "{err}"
