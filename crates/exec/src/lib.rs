@@ -16,6 +16,8 @@
 //! * [`CancelToken`] — stops a running computation between blocks
 //!   ([`EngineBuilder::cancel`]; the run returns [`Error::Cancelled`]).
 //! * [`aggregate::Aggregate`] — the open trait for user reductions.
+//! * Linear algebra: [`Expr::gram`], [`Expr::cov`], [`Expr::corrcoef`],
+//!   [`Expr::dot`] and [`Engine::pca`] ([`Pca`]).
 //!
 //! # Example
 //!
@@ -44,6 +46,7 @@ pub use crate::engine::{Engine, EngineBuilder};
 pub use crate::error::{Error, Result};
 pub use crate::explain::{Explain, PassInfo};
 pub use crate::expr::{Expr, IntoAxis, IntoExpr};
+pub use crate::linalg::Pca;
 pub use crate::ops::kind::{Quantile, QuantileMethod};
 pub use crate::outputs::Outputs;
 pub use crate::report::RunReport;
@@ -60,6 +63,7 @@ mod execute;
 mod explain;
 mod expr;
 mod kernel;
+mod linalg;
 mod lower;
 mod ops;
 mod outputs;
