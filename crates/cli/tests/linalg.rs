@@ -36,11 +36,7 @@ fn values(v: &Value) -> Vec<f64> {
 
 /// A JSON matrix (list of rows) flattened.
 fn flat(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("rows")
-        .iter()
-        .flat_map(|r| nums(r))
-        .collect()
+    v.as_array().expect("rows").iter().flat_map(nums).collect()
 }
 
 #[test]

@@ -20,6 +20,7 @@ mod array;
 mod convert;
 mod engine;
 pub mod errors;
+mod linalg;
 
 pub use array::PyArray;
 pub use engine::PyEngine;
@@ -31,5 +32,6 @@ use pyo3::prelude::*;
 fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArray>()?;
     m.add_class::<PyEngine>()?;
+    linalg::register(m)?;
     Ok(())
 }

@@ -131,8 +131,15 @@ impl CoMoment {
         let mut cov = Array2::from_shape_vec((c, c), m2).unwrap_or_else(|_| Array2::zeros((c, c)));
         if self.output == CoMomentOutput::Corr {
             if self.scalar {
-                // NumPy: diag of a 0-d array fails, so corrcoef gives c / c.
-                cov.mapv_inplace(|v| v / v);
+                // NumPy: diag of a 0-d array fails, so corrcoef gives c / c:
+                // 1, or NaN for 0, ±inf and NaN.
+                cov.mapv_inplace(|v| {
+                    if v.is_finite() && v != 0.0 {
+                        1.0
+                    } else {
+                        f64::NAN
+                    }
+                });
             } else {
                 let std: Vec<f64> = (0..c).map(|i| cov[[i, i]].sqrt()).collect();
                 for ((i, j), v) in cov.indexed_iter_mut() {
