@@ -1,4 +1,5 @@
 //! Linear algebra over streamed arrays: `X.T @ X` ([`Expr::gram`]),
+//! `X.T @ Y` ([`Expr::t_dot`]),
 //! `np.cov` / `np.corrcoef` with `rowvar=False` ([`Expr::cov`],
 //! [`Expr::corrcoef`]), `X @ W` for a `W` in memory ([`Expr::dot`]) and
 //! PCA ([`Engine::pca`], [`Pca::transform`]).
@@ -11,15 +12,17 @@
 //! any elementwise expression.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 use ndarray::{Array1, Array2, ArrayView2};
-use outcore_chunker::DType;
-use outcore_kernels::DynKernel;
+use outcore_chunker::{ArrayFile, ArrayWriter, DType, OutputSpec, with_dtype};
 use outcore_kernels::linalg::comoment::{CoMoment, CoMomentOutput};
+use outcore_kernels::linalg::cross::{Cross, RowSource};
 use outcore_kernels::linalg::gram::Gram;
-use outcore_kernels::linalg::matmul_rows;
 use outcore_kernels::linalg::pca::pca_from_cov;
+use outcore_kernels::linalg::{matmul_rows, rows_to_f64};
+use outcore_kernels::{AnyArray, AnyView, DynKernel};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -40,33 +43,137 @@ struct LinalgKernel {
     /// A 1-d input: one variable, a 0-d result (NumPy's `np.cov` of a
     /// vector).
     scalar: bool,
+    /// Only these rows of the matrix (a column panel).
+    panel: Option<Range<usize>>,
 }
 
 impl KernelSpec for LinalgKernel {
     fn describe(&self, arg: &str) -> String {
+        let rows = match &self.panel {
+            Some(p) => format!("[{}:{}]", p.start, p.end),
+            None => String::new(),
+        };
         match self.what {
-            What::Gram => format!("gram({arg})"),
-            What::Cov(ddof) => format!("cov({arg}, ddof={ddof})"),
-            What::Corr => format!("corrcoef({arg})"),
+            What::Gram => format!("gram({arg}){rows}"),
+            What::Cov(ddof) => format!("cov({arg}, ddof={ddof}){rows}"),
+            What::Corr => format!("corrcoef({arg}){rows}"),
         }
     }
 
     fn build(&self, _input: DType, _rows: u64, row_len: usize) -> Result<Arc<dyn DynKernel>> {
+        let comoment = |output| {
+            let k = CoMoment::new(row_len, output);
+            let k = if self.scalar { k.scalar_result() } else { k };
+            match &self.panel {
+                Some(p) => k.panel(p.clone()),
+                None => k,
+            }
+        };
         Ok(match self.what {
-            What::Gram => Arc::new(Gram::new(row_len)),
-            What::Cov(ddof) => {
-                let k = CoMoment::new(row_len, CoMomentOutput::Cov { ddof });
-                Arc::new(if self.scalar { k.scalar_result() } else { k })
+            What::Gram => {
+                let k = Gram::new(row_len);
+                Arc::new(match &self.panel {
+                    Some(p) => k.panel(p.clone()),
+                    None => k,
+                })
             }
-            What::Corr => {
-                let k = CoMoment::new(row_len, CoMomentOutput::Corr);
-                Arc::new(if self.scalar { k.scalar_result() } else { k })
-            }
+            What::Cov(ddof) => Arc::new(comoment(CoMomentOutput::Cov { ddof })),
+            What::Corr => Arc::new(comoment(CoMomentOutput::Corr)),
         })
     }
 }
 
+/// `X.T @ Y` with `Y` a file: its rows are read beside `X`'s blocks.
+struct TDotKernel {
+    y: Arc<ArrayFile>,
+}
+
+impl KernelSpec for TDotKernel {
+    fn describe(&self, arg: &str) -> String {
+        format!("t_dot({arg}, {})", self.y.path().display())
+    }
+
+    fn build(&self, _input: DType, _rows: u64, row_len: usize) -> Result<Arc<dyn DynKernel>> {
+        let y: Arc<dyn RowSource> = Arc::new(FileRows(self.y.clone()));
+        Ok(Arc::new(Cross::new(row_len, y)))
+    }
+}
+
+/// The rows of a file as the cross-product kernel's `Y`.
+struct FileRows(Arc<ArrayFile>);
+
+impl RowSource for FileRows {
+    fn cols(&self) -> usize {
+        self.0.meta().row_len()
+    }
+
+    fn bytes_for(&self, rows: usize) -> u64 {
+        // A block read by pread (a mapped one holds no memory of its own).
+        rows as u64 * self.0.meta().row_bytes() as u64
+    }
+
+    fn rows_f64(&self, rows: Range<u64>, out: &mut Vec<f64>) -> std::result::Result<(), String> {
+        let block = self.0.read_rows(rows).map_err(|e| e.to_string())?;
+        let view: AnyView<'_> = with_dtype!(block.dtype(), T => AnyView::from(
+            block.view::<T>().map_err(|e| e.to_string())?
+        ));
+        rows_to_f64(out, view);
+        // A mapped block reports a truncation once its bytes were read.
+        block.check().map_err(|e| e.to_string())
+    }
+}
+
 impl Expr {
+    /// `x.T @ y` for two 2-d arrays with the same rows (`n × cx` and
+    /// `n × cy`): a `cx × cy` matrix, summed in `f64` on faer's product
+    /// (float32 when both are float32, float64 otherwise).
+    ///
+    /// `x` may be any streamed expression; `y` must be an opened file,
+    /// whose rows are read beside each block of `x` (they are not listed
+    /// among the pass's inputs in `explain`, but their read buffer is in
+    /// the kernel's reserved state).
+    pub fn t_dot(&self, y: &Expr) -> Expr {
+        if self.is_invalid() {
+            return self.clone();
+        }
+        if y.is_invalid() {
+            return y.clone();
+        }
+        let (Extent::Full { rows, ndim, .. }, Node::Source(file)) = (&self.extent, &*y.node) else {
+            return Expr::invalid(format!(
+                "t_dot needs an array streamed by rows and an opened file, not ({self}, {y})"
+            ));
+        };
+        let yshape = y.shape();
+        if *ndim != 2 || yshape.len() != 2 {
+            return Expr::invalid(format!(
+                "t_dot needs two 2-d arrays, not shapes {:?} and {yshape:?}",
+                self.shape()
+            ));
+        }
+        if yshape[0] != *rows {
+            return Expr::invalid(format!(
+                "t_dot: shapes {:?} and {yshape:?} not aligned: {rows} rows != {} rows",
+                self.shape(),
+                yshape[0]
+            ));
+        }
+        let dtype = if self.dtype == DType::F32 && y.dtype == DType::F32 {
+            DType::F32
+        } else {
+            DType::F64
+        };
+        let c = self.extent.row_len() as u64;
+        let spec: Arc<dyn KernelSpec> = Arc::new(TDotKernel { y: file.clone() });
+        Expr::new(
+            Node::Kernel(spec, self.clone()),
+            dtype,
+            Extent::Value {
+                shape: vec![c, yshape[1]],
+            },
+        )
+    }
+
     /// `x.T @ x`: the `c × c` Gram matrix of a 2-d array of `n × c`.
     ///
     /// Computed in `f64` on faer's matrix product (one triangle, mirrored),
@@ -98,6 +205,11 @@ impl Expr {
     }
 
     fn linalg(&self, what: What, name: &str) -> Expr {
+        self.linalg_rows(what, name, None)
+    }
+
+    /// Rows `panel` of the matrix (all of it for `None`).
+    fn linalg_rows(&self, what: What, name: &str, panel: Option<Range<usize>>) -> Expr {
         if self.is_invalid() {
             return self.clone();
         }
@@ -117,12 +229,19 @@ impl Expr {
             What::Gram => Gram::result_dtype(self.dtype),
             What::Cov(_) | What::Corr => DType::F64,
         };
+        let rows = panel.as_ref().map_or(c, |p| p.len() as u64);
         let extent = if scalar {
             Extent::Scalar
         } else {
-            Extent::Value { shape: vec![c, c] }
+            Extent::Value {
+                shape: vec![rows, c],
+            }
         };
-        let spec: Arc<dyn KernelSpec> = Arc::new(LinalgKernel { what, scalar });
+        let spec: Arc<dyn KernelSpec> = Arc::new(LinalgKernel {
+            what,
+            scalar,
+            panel,
+        });
         Expr::new(Node::Kernel(spec, self.clone()), dtype, extent)
     }
 
@@ -193,6 +312,65 @@ impl Expr {
     }
 }
 
+/// Which `c × c` matrix [`Engine::write_matrix_npy`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Matrix {
+    /// `x.T @ x` ([`Expr::gram`]).
+    Gram,
+    /// `np.cov(x, rowvar=False, ddof=ddof)` ([`Expr::cov`]).
+    Cov {
+        /// Delta degrees of freedom.
+        ddof: u32,
+    },
+    /// `np.corrcoef(x, rowvar=False)` ([`Expr::corrcoef`]).
+    Corrcoef,
+}
+
+impl Matrix {
+    fn what(self) -> (What, &'static str) {
+        match self {
+            Matrix::Gram => (What::Gram, "gram"),
+            Matrix::Cov { ddof } => (What::Cov(ddof), "cov"),
+            Matrix::Corrcoef => (What::Corr, "corrcoef"),
+        }
+    }
+}
+
+/// How [`Engine::write_matrix_npy`] splits a `c × c` matrix into column
+/// panels: `panel_rows` rows of the matrix per pass over the data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PanelPlan {
+    /// Columns of the data (the matrix is `cols × cols`).
+    pub cols: usize,
+    /// Rows of the matrix each pass computes (the last may have fewer).
+    pub panel_rows: usize,
+    /// Passes over the data: one per panel.
+    pub passes: usize,
+    /// The estimated peak memory of one pass, in bytes.
+    pub pass_peak_bytes: u64,
+    /// The memory limit.
+    pub memory_limit: u64,
+}
+
+impl std::fmt::Display for PanelPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} x {} matrix in {} panel{} of {} rows ({} pass{} over the data), \
+             estimated peak {} B per pass of a {} B limit",
+            self.cols,
+            self.cols,
+            self.passes,
+            if self.passes == 1 { "" } else { "s" },
+            self.panel_rows,
+            self.passes,
+            if self.passes == 1 { "" } else { "es" },
+            self.pass_peak_bytes,
+            self.memory_limit
+        )
+    }
+}
+
 /// A fitted PCA (scikit-learn's `PCA(n_components=k, svd_solver="full")`
 /// attributes), from [`Engine::pca`].
 #[derive(Clone, Debug, PartialEq)]
@@ -216,6 +394,32 @@ pub struct Pca {
     pub n_samples: u64,
 }
 
+/// Writes a computed panel (a float matrix) as rows from `first_row`.
+fn write_rows(writer: &ArrayWriter, first_row: u64, panel: &AnyArray) -> Result<()> {
+    macro_rules! put {
+        ($a:expr) => {{
+            let a = $a
+                .view()
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|e| Error::Invalid(format!("internal: a panel is not 2-d: {e}")))?;
+            let a = a.as_standard_layout();
+            writer.write_block(first_row, a.view())?;
+        }};
+    }
+    match panel {
+        AnyArray::F64(a) => put!(a),
+        AnyArray::F32(a) => put!(a),
+        AnyArray::F16(a) => put!(a),
+        other => {
+            return Err(Error::Invalid(format!(
+                "internal: a panel of dtype {}",
+                other.dtype()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Pca {
     /// `pca.transform(x)`: `(x − mean) @ components.T`, an `n × k` float64
     /// array streamed block by block.
@@ -225,6 +429,79 @@ impl Pca {
 }
 
 impl Engine {
+    /// The column panels [`Engine::write_matrix_npy`] would use for `what`
+    /// of the 2-d `x`: the widest panel (the whole matrix if it fits) whose
+    /// pass fits the memory limit. Nothing is read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::explain`]; [`Error::LimitTooSmall`] when even a panel
+    /// of one row does not fit (naming the smallest limit that works).
+    pub fn matrix_panels(&self, x: &Expr, what: Matrix) -> Result<PanelPlan> {
+        x.check()?;
+        let shape = x.shape();
+        if shape.len() != 2 {
+            return Err(Error::Shape(format!(
+                "a matrix by panels needs a 2-d array (rows × columns), not shape {shape:?}"
+            )));
+        }
+        let c = shape[1] as usize;
+        let (w, name) = what.what();
+        let mut rows = c.max(1);
+        loop {
+            let e = x.linalg_rows(w, name, Some(0..rows.min(c)));
+            match self.explain(std::slice::from_ref(&e)) {
+                Ok(plan) => {
+                    let peak = plan.passes.iter().map(|p| p.peak_bytes).max().unwrap_or(0);
+                    return Ok(PanelPlan {
+                        cols: c,
+                        panel_rows: rows.min(c),
+                        passes: c.div_ceil(rows.max(1)),
+                        pass_peak_bytes: peak,
+                        memory_limit: plan.memory_limit,
+                    });
+                }
+                Err(Error::LimitTooSmall { .. }) if rows > 1 => rows = rows.div_ceil(2),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Computes `what` of the 2-d `x` into a `.npy` file, in column panels
+    /// when the `c × c` matrix does not fit the memory limit at once: each
+    /// pass over the data computes `panel_rows` rows of the matrix (all
+    /// columns, so a panel costs `n · panel_rows · c` products) and writes
+    /// them in place. The output is written atomically, as
+    /// [`Engine::write_npy`] writes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::matrix_panels`] and [`Engine::write_npy`].
+    pub fn write_matrix_npy(
+        &self,
+        x: &Expr,
+        what: Matrix,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<PanelPlan> {
+        let plan = self.matrix_panels(x, what)?;
+        let c = plan.cols;
+        let (w, name) = what.what();
+        let whole = x.linalg_rows(w, name, None);
+        let path = path.as_ref();
+        let spec = OutputSpec::npy(whole.dtype(), vec![c as u64, c as u64]);
+        let spec = self.output_spec(x, path, spec)?;
+        let writer = ArrayWriter::create(path, spec)?;
+        let mut start = 0;
+        while start < c {
+            let end = (start + plan.panel_rows.max(1)).min(c);
+            let panel = self.compute(&x.linalg_rows(w, name, Some(start..end)))?;
+            write_rows(&writer, start as u64, &panel)?;
+            start = end;
+        }
+        writer.finish()?;
+        Ok(plan)
+    }
+
     /// Fits a PCA of the rows of the 2-d `x` (`n × c`) keeping `k`
     /// components: one pass computes the mean and the `c × c` covariance
     /// (centred co-moments), then faer's symmetric eigensolver gives the

@@ -361,3 +361,93 @@ fn one_row_and_no_rows_follow_numpy() {
         2
     );
 }
+
+#[test]
+fn t_dot_matches_numpy() {
+    let exp = expected();
+    for e in engines() {
+        let x = open(&e, "f64");
+        let y = open(&e, "y_f32");
+        let xty = x.t_dot(&y);
+        assert_eq!(xty.shape(), vec![7, 2]);
+        assert_eq!(xty.dtype(), DType::F64);
+        // With the other reductions over x, in one pass.
+        let (got, report) = e
+            .compute_with_report(vec![xty, x.gram(), (&x * 2.0).t_dot(&y)])
+            .expect("t_dot");
+        assert_eq!(report.passes, 1);
+        check("t_dot", &got[0], &exp["t_dot_f64_y"], 1e-12);
+        let (_, _, values) = answer(&exp["t_dot_f64_y"]);
+        for (g, w) in got[2].to_f64().iter().zip(&values) {
+            assert!(close_rel(*g, 2.0 * w, 1e-12), "{g} {w}");
+        }
+    }
+    let e = engine(1, 1 << 20, ReadMode::Mmap);
+    let x = open(&e, "f64");
+    for (y, msg) in [
+        (open(&e, "f64_nan"), "not aligned"),
+        (x.mean(0), "opened file"),
+        (open(&e, "f64_1d"), "2-d"),
+    ] {
+        let err = e.compute(x.t_dot(&y)).unwrap_err();
+        assert!(err.to_string().contains(msg), "{err}");
+    }
+}
+
+#[test]
+fn matrices_too_large_for_the_limit_go_by_panels() {
+    use outcore_exec::Matrix;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wide.npy");
+    let x = Array2::from_shape_fn((150, 600), |(i, j)| {
+        1e4 + ((i * 600 + j) as f64 * 0.37).sin() * (1.0 + (j % 7) as f64)
+    });
+    write_any(&path, &AnyArray::from(x.into_dyn()));
+    let big = engine(2, 1 << 20, ReadMode::Mmap);
+    let xb = big.open(&path).expect("open");
+    let small = Engine::builder()
+        .memory_limit(4 << 20)
+        .threads(2)
+        .fsync(false)
+        .build()
+        .expect("engine");
+    let xs = small.open(&path).expect("open");
+    for (what, whole) in [
+        (Matrix::Gram, xb.gram()),
+        (Matrix::Cov { ddof: 1 }, xb.cov(1)),
+        (Matrix::Corrcoef, xb.corrcoef()),
+    ] {
+        let want = big.compute(&whole).expect("whole").to_f64();
+        // The whole matrix does not fit the small limit ...
+        let err = small
+            .compute(&match what {
+                Matrix::Gram => xs.gram(),
+                Matrix::Cov { ddof } => xs.cov(ddof),
+                Matrix::Corrcoef => xs.corrcoef(),
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::LimitTooSmall { .. }), "{err}");
+        // ... its panels do: planned before anything is read, then written.
+        let plan = small.matrix_panels(&xs, what).expect("panels");
+        assert!(plan.passes > 1 && plan.panel_rows < 600, "{plan}");
+        assert!(plan.pass_peak_bytes <= 4 << 20, "{plan}");
+        let out = dir.path().join(format!("{what:?}.npy").replace(' ', ""));
+        let done = small.write_matrix_npy(&xs, what, &out).expect("by panels");
+        assert_eq!(done, plan);
+        let got = common::read_any(&out).to_f64();
+        assert_eq!(got.shape(), &[600, 600]);
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!((g - w).abs() <= 1e-11 * scale, "{what:?}: {g} vs {w}");
+        }
+    }
+    // A limit too small even for a panel of one row names the minimum.
+    let tiny = Engine::builder()
+        .memory_limit(64 << 10)
+        .build()
+        .expect("engine");
+    let err = tiny
+        .matrix_panels(&tiny.open(&path).expect("open"), Matrix::Gram)
+        .unwrap_err();
+    assert!(matches!(err, Error::LimitTooSmall { .. }), "{err}");
+}

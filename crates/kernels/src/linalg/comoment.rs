@@ -16,9 +16,11 @@
 //! the row and column of its variable. Results are `f64`, as
 //! `np.cov`/`np.corrcoef` give for every real input dtype.
 
+use std::ops::Range;
+
 use ndarray::{Array2, ArrayD, IxDyn};
 
-use super::{append_rows, buffer_rows, first_row, mirror, rows_of, syrk_lower};
+use super::{append_rows, buffer_rows, first_row, gemm_panel_add, mirror, rows_of, syrk_lower};
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::value::{AnyArray, AnyView};
@@ -46,6 +48,8 @@ pub struct CoMoment {
     buf_rows: usize,
     output: CoMomentOutput,
     scalar: bool,
+    /// Only these rows of the matrix (a column panel), when set.
+    panel: Option<Range<usize>>,
 }
 
 /// A [`CoMoment`] state.
@@ -57,8 +61,12 @@ pub struct CoMomentState {
     shift: Vec<f64>,
     /// The mean of `x − shift` over the `n` rows.
     mean: Vec<f64>,
-    /// Row-major `cols × cols` centred co-moments, upper triangle filled.
+    /// Row-major `cols × cols` centred co-moments, upper triangle filled
+    /// (for a panel: its `rows × cols`, all filled).
     m2: Vec<f64>,
+    /// For a panel: every column's own co-moment (the diagonal), which
+    /// correlations divide by.
+    diag: Vec<f64>,
     /// Buffered rows of `x − shift`, row-major.
     buf: Vec<f64>,
 }
@@ -71,7 +79,20 @@ impl CoMoment {
             buf_rows: buffer_rows(cols),
             output,
             scalar: false,
+            panel: None,
         }
+    }
+
+    /// The same kernel computing only rows `rows` of the matrix
+    /// (`rows.len() × cols`: a panel, for matrices too large to hold).
+    pub fn panel(mut self, rows: Range<usize>) -> CoMoment {
+        self.panel = Some(rows.start.min(self.cols)..rows.end.min(self.cols));
+        self
+    }
+
+    /// Rows of the result.
+    fn out_rows(&self) -> usize {
+        self.panel.as_ref().map_or(self.cols, Range::len)
     }
 
     /// The same kernel giving a 0-d result, as NumPy does for a 1-d input
@@ -98,27 +119,58 @@ impl CoMoment {
             row.iter_mut().zip(&mean_b).for_each(|(v, mu)| *v -= mu);
         }
         if state.m2.is_empty() {
-            state.m2 = vec![0.0; c * c];
+            state.m2 = vec![0.0; self.out_rows() * c];
         }
-        syrk_lower(&mut state.m2, &state.buf, m, c);
+        match &self.panel {
+            None => syrk_lower(&mut state.m2, &state.buf, m, c),
+            Some(p) => {
+                gemm_panel_add(&mut state.m2, &state.buf, m, c, p);
+                if state.diag.is_empty() {
+                    state.diag = vec![0.0; c];
+                }
+                for row in state.buf.chunks_exact(c) {
+                    state
+                        .diag
+                        .iter_mut()
+                        .zip(row)
+                        .for_each(|(d, z)| *d += z * z);
+                }
+            }
+        }
         state.buf.clear();
         let mb = m as u64;
         if state.n == 0 {
             state.mean = mean_b;
         } else {
             let delta: Vec<f64> = mean_b.iter().zip(&state.mean).map(|(b, a)| b - a).collect();
-            chan_update(&mut state.m2, &mut state.mean, &delta, state.n, mb, c);
+            let panel = self.panel.as_ref();
+            chan_update(
+                &mut state.m2,
+                &mut state.diag,
+                &mut state.mean,
+                &delta,
+                state.n,
+                mb,
+                c,
+                panel,
+            );
         }
         state.n += mb;
     }
 
     fn finish_matrix(&self, state: CoMomentState) -> Array2<f64> {
-        let c = self.cols;
+        let (r, c) = (self.out_rows(), self.cols);
         let mut m2 = state.m2;
         if m2.is_empty() {
-            m2 = vec![0.0; c * c];
+            m2 = vec![0.0; r * c];
         }
-        mirror(&mut m2, c);
+        let mut diag = state.diag;
+        if diag.is_empty() {
+            diag = vec![0.0; c];
+        }
+        if self.panel.is_none() {
+            mirror(&mut m2, c);
+        }
         let n = state.n as f64;
         let ddof = match self.output {
             CoMomentOutput::Cov { ddof } => f64::from(ddof),
@@ -128,7 +180,7 @@ impl CoMoment {
         let fact = if n - ddof <= 0.0 { 0.0 } else { n - ddof };
         let scale = 1.0 / fact;
         m2.iter_mut().for_each(|v| *v *= scale);
-        let mut cov = Array2::from_shape_vec((c, c), m2).unwrap_or_else(|_| Array2::zeros((c, c)));
+        let mut cov = Array2::from_shape_vec((r, c), m2).unwrap_or_else(|_| Array2::zeros((r, c)));
         if self.output == CoMomentOutput::Corr {
             if self.scalar {
                 // NumPy: diag of a 0-d array fails, so corrcoef gives c / c:
@@ -141,9 +193,13 @@ impl CoMoment {
                     }
                 });
             } else {
-                let std: Vec<f64> = (0..c).map(|i| cov[[i, i]].sqrt()).collect();
+                let std: Vec<f64> = match &self.panel {
+                    None => (0..c).map(|i| cov[[i, i]].sqrt()).collect(),
+                    Some(_) => diag.iter().map(|d| (d * scale).sqrt()).collect(),
+                };
+                let first = self.panel.as_ref().map_or(0, |p| p.start);
                 for ((i, j), v) in cov.indexed_iter_mut() {
-                    *v /= std[i];
+                    *v /= std[first + i];
                     *v /= std[j];
                     // np.clip keeps NaN.
                     *v = if v.is_nan() { *v } else { v.clamp(-1.0, 1.0) };
@@ -156,15 +212,42 @@ impl CoMoment {
 
 /// Chan et al.'s merge of the co-moments of `nb` rows whose mean is
 /// `mean_a + delta` into those of the `na` rows before them, on the
-/// upper triangle of the row-major `m2` (which already holds `Ma + Mb`).
-fn chan_update(m2: &mut [f64], mean: &mut [f64], delta: &[f64], na: u64, nb: u64, c: usize) {
+/// upper triangle of the row-major `m2` (which already holds `Ma + Mb`),
+/// or on a panel's rows and every column's own co-moment in `diag`.
+#[allow(clippy::too_many_arguments)]
+fn chan_update(
+    m2: &mut [f64],
+    diag: &mut [f64],
+    mean: &mut [f64],
+    delta: &[f64],
+    na: u64,
+    nb: u64,
+    c: usize,
+    panel: Option<&Range<usize>>,
+) {
     let n = (na + nb) as f64;
     let w = (na as f64) * (nb as f64) / n;
-    for i in 0..c {
-        let wd = w * delta[i];
-        let row = &mut m2[i * c..(i + 1) * c];
-        for j in i..c {
-            row[j] += wd * delta[j];
+    match panel {
+        None => {
+            for i in 0..c {
+                let wd = w * delta[i];
+                let row = &mut m2[i * c..(i + 1) * c];
+                for j in i..c {
+                    row[j] += wd * delta[j];
+                }
+            }
+        }
+        Some(p) => {
+            for (r, i) in p.clone().enumerate() {
+                let wd = w * delta[i];
+                let row = &mut m2[r * c..(r + 1) * c];
+                for j in 0..c {
+                    row[j] += wd * delta[j];
+                }
+            }
+            diag.iter_mut()
+                .zip(delta)
+                .for_each(|(d, x)| *d += w * x * x);
         }
     }
     let f = nb as f64 / n;
@@ -223,7 +306,21 @@ impl Kernel for CoMoment {
             .map(|j| (next.shift[j] - into.shift[j]) + (next.mean[j] - into.mean[j]))
             .collect();
         into.m2.iter_mut().zip(&next.m2).for_each(|(a, b)| *a += b);
-        chan_update(&mut into.m2, &mut into.mean, &delta, into.n, next.n, c);
+        into.diag
+            .iter_mut()
+            .zip(&next.diag)
+            .for_each(|(a, b)| *a += b);
+        let panel = self.panel.as_ref();
+        chan_update(
+            &mut into.m2,
+            &mut into.diag,
+            &mut into.mean,
+            &delta,
+            into.n,
+            next.n,
+            c,
+            panel,
+        );
         into.n += next.n;
     }
 
@@ -242,9 +339,9 @@ impl Kernel for CoMoment {
     }
 
     fn state_bytes(&self, _rows: u64) -> u64 {
-        let c = self.cols as u64;
+        let (r, c) = (self.out_rows() as u64, self.cols as u64);
         (std::mem::size_of::<CoMomentState>() as u64)
-            + 8 * (c * c + self.buf_rows as u64 * c + 2 * c)
+            + 8 * (r * c + self.buf_rows as u64 * c + 4 * c)
     }
 }
 
@@ -297,6 +394,28 @@ mod tests {
                     (got[[i, j]] - w).abs() <= 1e-9 * w.abs().max(1.0),
                     "{block}: {i},{j}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn panels_are_rows_of_the_whole() {
+        let mut x = Array2::from_shape_fn((333, 6), |(i, j)| {
+            1e6 + ((i * 6 + j) as f64 * 0.41).sin() * (j + 1) as f64
+        });
+        x[[40, 4]] = f64::NAN;
+        for output in [CoMomentOutput::Cov { ddof: 1 }, CoMomentOutput::Corr] {
+            let whole = run(&CoMoment::new(6, output), &x, 50);
+            for (a, b) in [(0, 2), (2, 5), (5, 6)] {
+                let got = run(&CoMoment::new(6, output).panel(a..b), &x, 37);
+                assert_eq!(got.shape(), &[b - a, 6]);
+                for ((i, j), g) in got.indexed_iter() {
+                    let w = whole[[a + i, j]];
+                    assert!(
+                        (w.is_nan() && g.is_nan()) || (g - w).abs() <= 1e-9 * w.abs().max(1e-3),
+                        "{output:?} {a}..{b}: [{i},{j}] {g} vs {w}"
+                    );
+                }
             }
         }
     }

@@ -4,10 +4,12 @@
 //! rows and columns of the matrix it touches); only one triangle is
 //! multiplied, the other is mirrored when the state finishes.
 
+use std::ops::Range;
+
 use ndarray::Array2;
 use outcore_chunker::DType;
 
-use super::{append_rows, buffer_rows, mirror, syrk_lower};
+use super::{append_rows, buffer_rows, gemm_panel_add, mirror, syrk_lower};
 use crate::error::Result;
 use crate::kernel::Kernel;
 use crate::value::{AnyArray, AnyView};
@@ -18,6 +20,8 @@ use crate::value::{AnyArray, AnyView};
 pub struct Gram {
     cols: usize,
     buf_rows: usize,
+    /// Only these rows of the matrix (a column panel), when set.
+    panel: Option<Range<usize>>,
 }
 
 /// A [`Gram`] state: the products of the rows multiplied so far, and the
@@ -36,7 +40,20 @@ impl Gram {
         Gram {
             cols,
             buf_rows: buffer_rows(cols),
+            panel: None,
         }
+    }
+
+    /// The same kernel computing only rows `rows` of the matrix
+    /// (`rows.len() × cols`: a panel, for matrices too large to hold).
+    pub fn panel(mut self, rows: Range<usize>) -> Gram {
+        self.panel = Some(rows.start.min(self.cols)..rows.end.min(self.cols));
+        self
+    }
+
+    /// Rows of the result.
+    fn out_rows(&self) -> usize {
+        self.panel.as_ref().map_or(self.cols, Range::len)
     }
 
     /// NumPy's dtype of `x.T @ x` when it is computed this way: the input's
@@ -56,9 +73,12 @@ impl Gram {
             return;
         }
         if state.acc.is_empty() {
-            state.acc = vec![0.0; self.cols * self.cols];
+            state.acc = vec![0.0; self.out_rows() * self.cols];
         }
-        syrk_lower(&mut state.acc, &state.buf, rows, self.cols);
+        match &self.panel {
+            None => syrk_lower(&mut state.acc, &state.buf, rows, self.cols),
+            Some(p) => gemm_panel_add(&mut state.acc, &state.buf, rows, self.cols, p),
+        }
         state.buf.clear();
     }
 }
@@ -108,20 +128,22 @@ impl Kernel for Gram {
 
     fn finish(&self, mut state: GramState) -> Result<Vec<AnyArray>> {
         self.flush(&mut state);
-        let c = self.cols;
+        let (r, c) = (self.out_rows(), self.cols);
         let mut acc = state.acc;
         if acc.is_empty() {
-            acc = vec![0.0; c * c];
+            acc = vec![0.0; r * c];
         }
-        mirror(&mut acc, c);
-        let out = Array2::from_shape_vec((c, c), acc)
+        if self.panel.is_none() {
+            mirror(&mut acc, c);
+        }
+        let out = Array2::from_shape_vec((r, c), acc)
             .map_err(|e| crate::Error::Invalid(format!("internal: gram shape: {e}")))?;
         Ok(vec![AnyArray::from(out.into_dyn())])
     }
 
     fn state_bytes(&self, _rows: u64) -> u64 {
-        let c = self.cols as u64;
-        (std::mem::size_of::<GramState>() as u64) + 8 * (c * c + self.buf_rows as u64 * c)
+        let (r, c) = (self.out_rows() as u64, self.cols as u64);
+        (std::mem::size_of::<GramState>() as u64) + 8 * (r * c + self.buf_rows as u64 * c)
     }
 }
 
@@ -148,6 +170,15 @@ mod tests {
         let out = k.finish(a).unwrap().remove(0).to_f64();
         let want = x.t().dot(&x);
         for ((i, j), w) in want.indexed_iter() {
+            assert!((out[[i, j]] - w).abs() < 1e-9 * w.abs().max(1.0), "{i},{j}");
+        }
+        // A panel: rows 2..5 of the matrix.
+        let k = Gram::new(7).panel(2..5);
+        let mut a = k.init();
+        k.update(&mut a, AnyView::from(x.view()), 0);
+        let out = k.finish(a).unwrap().remove(0).to_f64();
+        assert_eq!(out.shape(), &[3, 7]);
+        for ((i, j), w) in want.slice(s![2..5, ..]).indexed_iter() {
             assert!((out[[i, j]] - w).abs() < 1e-9 * w.abs().max(1.0), "{i},{j}");
         }
     }

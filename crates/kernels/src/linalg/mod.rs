@@ -13,6 +13,7 @@
 //!   centred accumulation: each buffered run of rows is centred on its own
 //!   mean and merged with Chan et al.'s exact update
 //!   `C = Ca + Cb + (na·nb/n) δδᵀ`, never `XᵀX − nμμᵀ`;
+//! * [`cross::Cross`] — `X.T @ Y` of two arrays with the same rows;
 //! * [`matmul_rows`] — `X @ W` for a block of rows;
 //! * [`pca`] — principal axes from a covariance matrix.
 //!
@@ -23,6 +24,7 @@
 //! once.
 
 pub mod comoment;
+pub mod cross;
 pub mod gram;
 pub mod pca;
 
@@ -45,6 +47,12 @@ pub const MAX_BUFFER_ROWS: usize = 512;
 /// Rows buffered before a product, for rows of `cols` values.
 pub fn buffer_rows(cols: usize) -> usize {
     (BUFFER_ELEMS / cols.max(1)).clamp(MIN_BUFFER_ROWS, MAX_BUFFER_ROWS)
+}
+
+/// Appends the rows of `block` to `buf` as `f64`, in row-major order
+/// (NumPy's `astype(float64)`).
+pub fn rows_to_f64(buf: &mut Vec<f64>, block: AnyView<'_>) {
+    append_rows(buf, block, None);
 }
 
 /// Appends the rows of `block` to `buf` as `f64`, in row-major order,
@@ -123,6 +131,25 @@ pub(crate) fn syrk_lower(acc: &mut [f64], b: &[f64], rows: usize, cols: usize) {
     );
 }
 
+/// `acc += b[:, panel]ᵀ b` for the row-major `rows × cols` buffer `b` and
+/// the row-major `panel.len() × cols` accumulator: rows `panel` of `bᵀ b`.
+pub(crate) fn gemm_panel_add(
+    acc: &mut [f64],
+    b: &[f64],
+    rows: usize,
+    cols: usize,
+    panel: &std::ops::Range<usize>,
+) {
+    let p = panel.len();
+    if rows == 0 || cols == 0 || p == 0 || panel.end > cols {
+        return;
+    }
+    let lhs = MatRef::from_row_major_slice_with_stride(&b[panel.start..rows * cols], rows, p, cols);
+    let rhs = MatRef::from_row_major_slice(&b[..rows * cols], rows, cols);
+    let dst = MatMut::from_row_major_slice_mut(&mut acc[..p * cols], p, cols);
+    faer::linalg::matmul::matmul(dst, Accum::Add, lhs.transpose(), rhs, 1.0, Par::Seq);
+}
+
 /// Copies the triangle [`syrk_lower`] fills onto the other one, making the
 /// row-major `cols × cols` matrix symmetric.
 pub(crate) fn mirror(acc: &mut [f64], cols: usize) {
@@ -133,6 +160,25 @@ pub(crate) fn mirror(acc: &mut [f64], cols: usize) {
             acc[j * cols + i] = acc[i * cols + j];
         }
     }
+}
+
+/// `acc += aᵀ b` for row-major `a` (`rows × ca`), `b` (`rows × cb`) and
+/// the row-major `ca × cb` accumulator, on faer's matrix product.
+pub(crate) fn gemm_tn_add(
+    acc: &mut [f64],
+    a: &[f64],
+    b: &[f64],
+    rows: usize,
+    ca: usize,
+    cb: usize,
+) {
+    if rows == 0 || ca == 0 || cb == 0 {
+        return;
+    }
+    let at = MatRef::from_column_major_slice(&a[..rows * ca], ca, rows);
+    let b = MatRef::from_row_major_slice(&b[..rows * cb], rows, cb);
+    let dst = MatMut::from_row_major_slice_mut(&mut acc[..ca * cb], ca, cb);
+    faer::linalg::matmul::matmul(dst, Accum::Add, at, b, 1.0, Par::Seq);
 }
 
 /// `out = x @ w` for row-major `x` (`rows × cols`), `w` (`cols × k`) and
