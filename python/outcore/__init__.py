@@ -22,7 +22,7 @@ from . import _errors
 from ._errors import *  # noqa: F403
 from ._errors import __all__ as _errors_all
 from ._outcore import Array, Engine
-from ._linalg import PCAResult, corrcoef, cov, dot, gram, pca  # noqa: F401
+from ._linalg import PCAResult, corrcoef, cov, dot, gram, pca, t_dot  # noqa: F401
 
 __all__ = [
     "Array",

@@ -17,7 +17,7 @@ import numpy as np
 from . import _outcore
 from ._outcore import Array
 
-__all__ = ["gram", "cov", "corrcoef", "dot", "pca", "PCAResult"]
+__all__ = ["gram", "t_dot", "cov", "corrcoef", "dot", "pca", "PCAResult"]
 
 
 def _rows_as_variables(rowvar: bool, name: str) -> None:
@@ -39,6 +39,12 @@ def gram(x: Array) -> Array:
     """``x.T @ x`` of a 2-d array, lazily (summed in float64; float32 input
     gives float32 as NumPy does, integers float64)."""
     return _outcore._gram(x)
+
+
+def t_dot(x: Array, y: Array) -> Array:
+    """``x.T @ y`` of two 2-d arrays with the same rows, lazily (``y`` must be
+    an opened file; float32 when both are float32, float64 otherwise)."""
+    return _outcore._t_dot(x, y)
 
 
 def cov(x: Array, rowvar: bool = False, ddof: Optional[int] = None) -> Array:

@@ -94,3 +94,15 @@ def test_pca(npy):
     np.testing.assert_allclose(z, centred @ fit.components_.T, atol=1e-9)
     with pytest.raises(oc.InvalidOperationError):
         oc.pca(npy(a), 7)
+
+
+def test_t_dot(npy):
+    a = sample("float64", (200, 4), seed=8)
+    b = sample("float32", (200, 3), seed=9)
+    x, y = npy(a), npy(b)
+    got = np.asarray(oc.t_dot(x, y))
+    assert got.dtype == np.float64 and got.shape == (4, 3)
+    np.testing.assert_allclose(got, a.T @ b.astype(np.float64), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(oc.t_dot(x * 2, y)), 2 * (a.T @ b), rtol=1e-12)
+    with pytest.raises(oc.InvalidOperationError, match="not aligned"):
+        oc.t_dot(x, npy(sample("float64", (10, 2))))

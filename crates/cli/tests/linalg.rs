@@ -245,3 +245,59 @@ fn pca_matches_scikit_learn() {
     .to_string();
     assert!(err.contains("components"), "{err}");
 }
+
+#[test]
+fn with_out_a_matrix_too_large_goes_by_panels() {
+    let dir = tempdir();
+    let data: Vec<f64> = (0..150 * 600)
+        .map(|i| (f64::from(i) * 0.37).sin())
+        .collect();
+    write_npy(&dir.path().join("wide.npy"), &[150, 600], &data);
+    // Without --out: refused, with the hint.
+    let err = cli(dir.path(), &["gram", "wide.npy", "--memory-limit", "4MiB"])
+        .error(1)
+        .to_string();
+    assert!(err.contains("--out") && err.contains("limit"), "{err}");
+    // The plan, then the panels.
+    let v = cli(
+        dir.path(),
+        &[
+            "gram",
+            "wide.npy",
+            "--memory-limit",
+            "4MiB",
+            "--out",
+            "g.npy",
+            "--explain",
+            "--json",
+        ],
+    )
+    .json();
+    assert!(v["panels"].as_u64().unwrap() > 1, "{v}");
+    assert!(!dir.path().join("g.npy").exists());
+    let v = cli(
+        dir.path(),
+        &[
+            "gram",
+            "wide.npy",
+            "--memory-limit",
+            "4MiB",
+            "--out",
+            "g.npy",
+            "--json",
+        ],
+    )
+    .json();
+    assert!(
+        v["result"].is_null() && v["panels"].as_u64().unwrap() > 1,
+        "{v}"
+    );
+    let (_, shape, g) = read_npy::<f64>(&dir.path().join("g.npy"));
+    assert_eq!(shape, vec![600, 600]);
+    for (i, j) in [(0, 0), (3, 577), (599, 12)] {
+        let want: f64 = (0..150)
+            .map(|r| data[r * 600 + i] * data[r * 600 + j])
+            .sum();
+        assert!((g[i * 600 + j] - want).abs() < 1e-9, "{i},{j}");
+    }
+}

@@ -1,4 +1,4 @@
-//! Linear algebra for Python: lazy `gram`, `cov`, `corrcoef` and `dot`
+//! Linear algebra for Python: lazy `gram`, `t_dot`, `cov`, `corrcoef` and `dot`
 //! arrays over an `outcore.Array`, and the PCA of a computed covariance
 //! (`python/outcore/_linalg.py` builds `oc.cov`, `oc.pca`, ... on these).
 
@@ -13,6 +13,7 @@ use crate::errors::{raise, to_py};
 /// The extension's linear algebra functions, added to `module`.
 pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(_gram, module)?)?;
+    module.add_function(wrap_pyfunction!(_t_dot, module)?)?;
     module.add_function(wrap_pyfunction!(_cov, module)?)?;
     module.add_function(wrap_pyfunction!(_corrcoef, module)?)?;
     module.add_function(wrap_pyfunction!(_dot, module)?)?;
@@ -29,6 +30,13 @@ fn lazy(expr: outcore::Expr) -> PyResult<PyArray> {
 #[pyfunction]
 fn _gram(x: PyRef<'_, PyArray>) -> PyResult<PyArray> {
     lazy(x.expr.gram())
+}
+
+/// `x.T @ y` of two 2-d arrays with the same rows (`y` an opened file),
+/// lazily.
+#[pyfunction]
+fn _t_dot(x: PyRef<'_, PyArray>, y: PyRef<'_, PyArray>) -> PyResult<PyArray> {
+    lazy(x.expr.t_dot(&y.expr))
 }
 
 /// `np.cov(x, rowvar=False, ddof=ddof)`, lazily (float64).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use outcore::{AnyArray, DType, Engine, Expr, OutputSpec, RunReport};
+use outcore::{AnyArray, DType, Engine, Expr, Matrix, OutputSpec, RunReport};
 use serde_json::{Map, Value, json};
 
 use super::stats::write_npy;
@@ -35,8 +35,11 @@ const SHOWN: usize = 6;
                   block, so data far from zero keeps its digits; the result is float64 for \
                   every input dtype, as NumPy's. NaN in a column makes its row and column \
                   NaN. The C x C matrix (8 C^2 bytes per block in flight) counts in the \
-                  memory limit; a limit too small for it is refused before anything is read, \
-                  naming the smallest that works.\n\n\
+                  memory limit; with --out, a matrix too large for the limit is computed in \
+                  column panels (one pass over the data per panel, written in place; \
+                  --explain shows the panels); without --out, or when not even a panel of \
+                  one row fits, the run is refused before anything is read, naming the \
+                  smallest limit that works.\n\n\
                   With --json, prints one JSON object with the keys path, shape, dtype, op \
                   (\"cov\" or \"corrcoef\"), ddof, result_shape, result (a list of rows, or \
                   null past 1,048,576 values: use --out), out, seconds, passes, blocks, \
@@ -113,7 +116,12 @@ pub(crate) fn run_cov(args: CovArgs) -> Result<()> {
     } else {
         ("cov", Some(args.ddof))
     };
-    run_matrix(&args.input, &args.common, op, ddof, |x| {
+    let what = if args.corr {
+        Matrix::Corrcoef
+    } else {
+        Matrix::Cov { ddof: args.ddof }
+    };
+    run_matrix(&args.input, &args.common, op, ddof, what, |x: &Expr| {
         if args.corr {
             x.corrcoef()
         } else {
@@ -128,7 +136,14 @@ pub(crate) fn run_cov(args: CovArgs) -> Result<()> {
 ///
 /// As [`run_cov`]; the input must be 2-d.
 pub(crate) fn run_gram(args: GramArgs) -> Result<()> {
-    run_matrix(&args.input, &args.common, "gram", None, Expr::gram)
+    run_matrix(
+        &args.input,
+        &args.common,
+        "gram",
+        None,
+        Matrix::Gram,
+        Expr::gram,
+    )
 }
 
 fn run_matrix(
@@ -136,6 +151,7 @@ fn run_matrix(
     common: &MatrixArgs,
     op: &str,
     ddof: Option<u32>,
+    what: Matrix,
     make: impl FnOnce(&Expr) -> Expr,
 ) -> Result<()> {
     let path = input.path.clone();
@@ -168,6 +184,50 @@ fn run_matrix(
     }
     head.insert("result_shape".into(), json!(m.shape()));
 
+    // With --out, a matrix too large for the limit goes by column panels.
+    if let (Some(out), 2) = (&common.out, shape.len()) {
+        let plan = engine
+            .matrix_panels(&x, what)
+            .map_err(|e| output::engine_error(e, &path))?;
+        if plan.passes > 1 {
+            head.insert("panels".into(), json!(plan.passes));
+            head.insert("panel_rows".into(), json!(plan.panel_rows));
+            if common.explain {
+                if common.json {
+                    head.insert("plan".into(), json!(plan.to_string()));
+                    return output::print_json(&Value::Object(head));
+                }
+                return output::print_line(&format!("plan: {plan}"));
+            }
+            let started = Instant::now();
+            engine
+                .write_matrix_npy(&x, what, out)
+                .map_err(|e| output::engine_error(e, &path))?;
+            let seconds = started.elapsed().as_secs_f64();
+            if common.json {
+                head.insert("result".into(), Value::Null);
+                head.insert("out".into(), opt_path(Some(out)));
+                head.insert("seconds".into(), json!(seconds));
+                return output::print_json(&Value::Object(head));
+            }
+            let mut fields = output::Fields::new();
+            fields
+                .add("path", path.display().to_string())
+                .add(
+                    "array",
+                    format!("{} {}", output::shape_text(&shape), x.dtype().name()),
+                )
+                .add(
+                    "result",
+                    format!("{op}: {}", output::shape_text(&m.shape())),
+                )
+                .add("panels", plan.to_string())
+                .add("seconds", format!("{seconds:.3}"))
+                .add("out", out.display().to_string());
+            return output::print_line(fields.render().trim_end());
+        }
+    }
+
     if common.explain {
         let plan = engine
             .explain(vec![m])
@@ -179,9 +239,19 @@ fn run_matrix(
         return output::print_line(plan.to_string().trim_end());
     }
 
-    let (value, report) = engine
-        .compute_with_report(&m)
-        .map_err(|e| output::engine_error(e, &path))?;
+    let (value, report) = engine.compute_with_report(&m).map_err(|e| {
+        let panels = matches!(e, outcore::Error::LimitTooSmall { .. }) && shape.len() == 2;
+        let err = output::engine_error(e, &path);
+        if panels {
+            err.context(format!(
+                "{}: the {op} matrix does not fit the limit in one pass (with --out FILE it is \
+                 computed in column panels)",
+                path.display()
+            ))
+        } else {
+            err
+        }
+    })?;
     if let Some(out) = &common.out {
         write_npy(out, &value).with_context(|| format!("{}: cannot write", out.display()))?;
     }
