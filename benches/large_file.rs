@@ -1,5 +1,5 @@
 //! The large-file benchmark: the tasks of `shared/measurements.md` (colsum,
-//! colstats, standardize, cast) plus median (axis 0) and sort, on a
+//! colstats, standardize, cast) plus median (axis 0), sort, gram (`x.T @ x`) and cov, on a
 //! page-cache-resident float64 `.npy` (default 4 GiB, 2,097,152 × 256),
 //! each compared with this machine's own limits measured in the same run.
 //!
@@ -37,13 +37,15 @@ const COLS: u64 = 256;
 /// Runs per task by default; the median is reported.
 const RUNS: usize = 3;
 /// The tasks, in the order they run.
-const TASKS: [&str; 6] = [
+const TASKS: [&str; 8] = [
     "colsum",
     "colstats",
     "standardize",
     "cast",
     "median",
     "sort",
+    "gram",
+    "cov",
 ];
 
 struct Args {
@@ -176,6 +178,17 @@ fn run() -> Result<(), BoxError> {
                 measure(runs, || Ok(engine.compute_with_report(x.median(0))?.1))?,
                 None,
             ),
+            // x.T @ x and np.cov(x, rowvar=False): the c × c matrix on faer.
+            "gram" => (
+                task,
+                measure(runs, || Ok(engine.compute_with_report(x.gram())?.1))?,
+                None,
+            ),
+            "cov" => (
+                task,
+                measure(runs, || Ok(engine.compute_with_report(x.cov(1))?.1))?,
+                None,
+            ),
             "standardize" | "cast" | "sort" => {
                 let what = match task {
                     "standardize" => &z,
@@ -234,6 +247,17 @@ fn run() -> Result<(), BoxError> {
             format_bytes(m.peak_reserved),
             format_bytes(args.memory_limit),
         );
+    }
+
+    for (name, m, _) in &done {
+        if matches!(*name, "gram" | "cov") {
+            // As a full product: 2·n·c² flops (one triangle is computed).
+            let flops = 2.0 * rows as f64 * (COLS * COLS) as f64;
+            println!(
+                "{name}: {:.1} GFLOP/s counted as a full 2·n·c² product",
+                flops / m.secs / 1e9
+            );
+        }
     }
 
     // The write targets: a plain write of each output's bytes, same run.

@@ -59,8 +59,9 @@ pub use outcore_chunker::{
     OutputFormat, OutputSpec, RawSpec, ReadMode, f16, parse_descr, with_dtype,
 };
 pub use outcore_exec::{
-    AnyArray, CancelToken, Engine, EngineBuilder, Error, Explain, Expr, Quantile, QuantileMethod,
-    ReduceAxis, ReduceKind, ReduceOp, Result, RunReport, Scalar, aggregate,
+    AnyArray, CancelToken, Engine, EngineBuilder, Error, Explain, Expr, Matrix, PanelPlan, Pca,
+    Quantile, QuantileMethod, ReduceAxis, ReduceKind, ReduceOp, Result, RunReport, Scalar,
+    aggregate,
 };
 /// What a pipeline needs, in one `use outcore::prelude::*;`.
 ///
@@ -84,7 +85,7 @@ pub mod prelude {
     pub use outcore_chunker::{ArrayWriter, DType, OutputSpec, RawSpec, ReadMode};
     pub use outcore_exec::aggregate::{Aggregate, ArrayOutput};
     pub use outcore_exec::{
-        AnyArray, CancelToken, Engine, EngineBuilder, Error, Expr, IntoAxis, IntoExpr,
+        AnyArray, CancelToken, Engine, EngineBuilder, Error, Expr, IntoAxis, IntoExpr, Pca,
         QuantileMethod, ReduceAxis, ReduceOp, Result, Scalar,
     };
 }

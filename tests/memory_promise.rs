@@ -639,6 +639,21 @@ fn standardize_at_32mib() {
     assert_eq!(m.report.bytes_written, DATA_BYTES);
 }
 
+#[test]
+fn cov_corrcoef_and_gram_at_32mib() {
+    // The 256 × 256 matrix (512 KiB per state, plus a 1 MiB row buffer)
+    // for every block in flight and the merged one, inside the limit.
+    let f = fixture();
+    for (label, args) in [
+        ("cov", vec!["cov", arg(&f.x)]),
+        ("cov --corr", vec!["cov", arg(&f.x), "--corr"]),
+        ("gram", vec!["gram", arg(&f.x)]),
+    ] {
+        let m = run_engine(label, &args, 32 * MIB);
+        assert_promise(&m, 1);
+    }
+}
+
 // ---- engine commands at 16 MiB, the smallest limit promised --------------
 
 #[test]

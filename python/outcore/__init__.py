@@ -23,6 +23,7 @@ from . import _errors
 from ._errors import *  # noqa: F403
 from ._errors import __all__ as _errors_all
 from ._outcore import Array, Engine, _memory_array
+from ._linalg import PCAResult, corrcoef, cov, dot, gram, pca, t_dot
 
 __all__ = [
     "Array",
@@ -38,6 +39,13 @@ __all__ = [
     "explain",
     "config",
     "current_engine",
+    "cov",
+    "corrcoef",
+    "gram",
+    "t_dot",
+    "dot",
+    "pca",
+    "PCAResult",
     *_errors_all,
 ]
 

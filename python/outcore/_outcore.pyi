@@ -4,7 +4,17 @@ from typing import Any, Dict, List, Optional, Tuple, Union, final
 
 import numpy as np
 
-__all__: List[str] = ["Array", "Engine", "_memory_array"]
+__all__: List[str] = [
+    "Array",
+    "Engine",
+    "_memory_array",
+    "_gram",
+    "_t_dot",
+    "_cov",
+    "_corrcoef",
+    "_dot",
+    "_pca_from_cov",
+]
 
 _Axis = Optional[int]
 _Operand = Union["Array", bool, int, float, np.generic, "np.ndarray[Any, Any]"]
@@ -134,3 +144,14 @@ class Engine:
 def _memory_array(array: "np.ndarray[Any, Any]") -> Array:
     """A contiguous in-memory NumPy array as an ``Array``, read in place."""
     ...
+
+# Linear algebra (crates/python/src/linalg.rs; the public face is
+# outcore._linalg: oc.gram, oc.cov, oc.corrcoef, oc.dot, oc.pca).
+def _gram(x: Array) -> Array: ...
+def _t_dot(x: Array, y: Array) -> Array: ...
+def _cov(x: Array, ddof: int) -> Array: ...
+def _corrcoef(x: Array) -> Array: ...
+def _dot(
+    x: Array, w: np.ndarray[Any, Any], mean: Optional[np.ndarray[Any, Any]] = None
+) -> Array: ...
+def _pca_from_cov(cov: np.ndarray[Any, Any], n_samples: int, k: int) -> Dict[str, Any]: ...

@@ -60,6 +60,12 @@ enum Command {
     // `outcore cumsum`: see `cmd::sort`.
     #[command(about = cmd::sort::CUMSUM_ABOUT, long_about = cmd::sort::CUMSUM_LONG)]
     Cumsum(cmd::sort::Args),
+    // `outcore cov`: see `cmd::linalg`.
+    Cov(cmd::linalg::CovArgs),
+    // `outcore gram`: see `cmd::linalg`.
+    Gram(cmd::linalg::GramArgs),
+    // `outcore pca`: see `cmd::linalg`.
+    Pca(cmd::linalg::PcaArgs),
 }
 
 impl Command {
@@ -73,6 +79,9 @@ impl Command {
             Command::Standardize(args) => cmd::standardize::run(args),
             Command::Sort(args) => cmd::sort::run(cmd::sort::Op::Sort, args),
             Command::Cumsum(args) => cmd::sort::run(cmd::sort::Op::Cumsum, args),
+            Command::Cov(args) => cmd::linalg::run_cov(args),
+            Command::Gram(args) => cmd::linalg::run_gram(args),
+            Command::Pca(args) => cmd::linalg::run_pca(args),
         }
     }
 }

@@ -72,6 +72,9 @@ pub(crate) struct Stage {
     pub(crate) f: Arc<dyn BlockFn>,
     pub(crate) out_dtype: DType,
     pub(crate) out_len: usize,
+    /// The input is an input block as read (a file or slot of the
+    /// function's dtype): the function gets the block's view, uncopied.
+    pub(crate) direct: Option<usize>,
 }
 
 /// A fused program over rows of one length.
@@ -435,6 +438,10 @@ impl<'a> PassBuilder<'a> {
                 let in_frame = self.new_frame(input.extent.row_len(), true);
                 let reg = self.compile(in_frame, input)?;
                 let reg = self.in_lane(in_frame, reg, lane_of(input.dtype));
+                let direct = match &*input.node {
+                    Node::Source(_) | Node::Slot(_) => Some(self.source(input)?),
+                    _ => None,
+                };
                 self.pass.stages.push(Stage {
                     frame: in_frame,
                     reg,
@@ -442,6 +449,7 @@ impl<'a> PassBuilder<'a> {
                     f: func.clone(),
                     out_dtype: *dtype,
                     out_len: *row_len,
+                    direct,
                 });
                 let slot = self.pass.stages.len() - 1;
                 self.push(

@@ -463,8 +463,21 @@ impl Engine {
                 expr.shape()
             )));
         }
-        let spec = spec.fsync(self.fsync).overwrite(self.overwrite);
         let path = path.as_ref();
+        let spec = self.output_spec(expr, path, spec)?;
+        let (_, report) = self.run(std::slice::from_ref(expr), Goal::Write, Some((path, spec)))?;
+        Ok(report)
+    }
+
+    /// `spec` with the engine's fsync and overwrite settings, once `path`
+    /// is known not to be an input of `expr` and, unless overwriting, not
+    /// to exist.
+    pub(crate) fn output_spec(
+        &self,
+        expr: &Expr,
+        path: &Path,
+        spec: OutputSpec,
+    ) -> Result<OutputSpec> {
         refuse_input_as_output(expr, path)?;
         if !self.overwrite && path.exists() {
             return Err(outcore_chunker::Error::OutputExists {
@@ -472,8 +485,7 @@ impl Engine {
             }
             .into());
         }
-        let (_, report) = self.run(std::slice::from_ref(expr), Goal::Write, Some((path, spec)))?;
-        Ok(report)
+        Ok(spec.fsync(self.fsync).overwrite(self.overwrite))
     }
 
     /// Runs a user [`Aggregate`] over a streamed expression (cast to `T`

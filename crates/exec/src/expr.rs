@@ -302,7 +302,7 @@ impl Expr {
         Expr::new(Node::Source(file), dtype, extent)
     }
 
-    fn invalid(msg: String) -> Expr {
+    pub(crate) fn invalid(msg: String) -> Expr {
         Expr::new(Node::Invalid(msg), DType::F64, Extent::Scalar)
     }
 
@@ -431,7 +431,7 @@ impl Expr {
         }
     }
 
-    fn is_invalid(&self) -> bool {
+    pub(crate) fn is_invalid(&self) -> bool {
         matches!(&*self.node, Node::Invalid(_))
     }
 

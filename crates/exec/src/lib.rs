@@ -16,6 +16,9 @@
 //! * [`CancelToken`] — stops a running computation between blocks
 //!   ([`EngineBuilder::cancel`]; the run returns [`Error::Cancelled`]).
 //! * [`aggregate::Aggregate`] — the open trait for user reductions.
+//! * Linear algebra: [`Expr::gram`], [`Expr::t_dot`], [`Expr::cov`],
+//!   [`Expr::corrcoef`], [`Expr::dot`], [`Engine::pca`] ([`Pca`]) and
+//!   [`Engine::write_matrix_npy`] (column panels, [`PanelPlan`]).
 //!
 //! # Example
 //!
@@ -44,6 +47,7 @@ pub use crate::engine::{Engine, EngineBuilder};
 pub use crate::error::{Error, Result};
 pub use crate::explain::{Explain, PassInfo};
 pub use crate::expr::{Expr, IntoAxis, IntoExpr};
+pub use crate::linalg::{Matrix, PanelPlan, Pca};
 pub use crate::ops::kind::{Quantile, QuantileMethod};
 pub use crate::outputs::Outputs;
 pub use crate::progress::{Progress, ProgressSnapshot};
@@ -61,6 +65,7 @@ mod execute;
 mod explain;
 mod expr;
 mod kernel;
+mod linalg;
 mod lower;
 mod ops;
 mod outputs;

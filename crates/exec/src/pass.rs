@@ -277,6 +277,11 @@ fn run_stage(
     rb: &ReadBlock,
 ) -> Result<AnyArray> {
     let rows = rb.rows;
+    if let Some(src) = stage.direct {
+        // The block as read, without a copy.
+        let result = catch_user(|| stage.f.call(views[src]))?;
+        return check_stage(stage, result, rows);
+    }
     {
         let inputs = BlockInputs {
             sources: views,
@@ -304,17 +309,22 @@ fn run_stage(
             &[rows as u64, cols as u64],
         )?;
         let result = call_stage(stage, &input)?;
-        if result.shape() != [rows, stage.out_len] || result.dtype() != stage.out_dtype {
-            return Err(Error::Shape(format!(
-                "map_blocks returned {} {:?} for a block of {rows} rows; expected {} [{rows}, {}]",
-                result.dtype(),
-                result.shape(),
-                stage.out_dtype,
-                stage.out_len
-            )));
-        }
-        Ok(result)
+        check_stage(stage, result, rows)
     }
+}
+
+/// A `map_blocks` result, if it has the promised dtype and shape.
+fn check_stage(stage: &Stage, result: AnyArray, rows: usize) -> Result<AnyArray> {
+    if result.shape() != [rows, stage.out_len] || result.dtype() != stage.out_dtype {
+        return Err(Error::Shape(format!(
+            "map_blocks returned {} {:?} for a block of {rows} rows; expected {} [{rows}, {}]",
+            result.dtype(),
+            result.shape(),
+            stage.out_dtype,
+            stage.out_len
+        )));
+    }
+    Ok(result)
 }
 
 /// Runs the fused frames, reductions and stores of one block.

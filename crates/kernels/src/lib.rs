@@ -17,6 +17,8 @@
 //! * [`AnyArray`] / [`AnyView`] — results and block views of any dtype.
 //! * [`eval`] — elementwise programs ([`UnaryOp`], [`BinaryOp`], casts)
 //!   compiled to registers and run tile by tile.
+//! * [`linalg`] — Gram matrices, covariance and correlation by centred
+//!   co-moments, row-block products and PCA, on faer.
 //! * [`cast`] — NumPy's `astype` between dtypes; [`key::SortKey`] — the
 //!   sort order of NumPy (NaN last) as integer keys.
 //!
@@ -52,6 +54,7 @@ pub use crate::value::{AnyArray, AnyView, Collector, DynElement, Scalar};
 pub mod cast;
 pub mod eval;
 pub mod key;
+pub mod linalg;
 pub mod reduce;
 
 mod error;

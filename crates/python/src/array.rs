@@ -650,3 +650,12 @@ impl PyArray {
         }
     }
 }
+
+/// `outcore.asarray` for an in-memory NumPy array: the array read in
+/// place, zero-copy.
+#[pyfunction]
+pub(crate) fn _memory_array(array: &Bound<'_, PyAny>) -> PyResult<PyArray> {
+    Ok(PyArray {
+        expr: memory::memory_expr(array)?,
+    })
+}

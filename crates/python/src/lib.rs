@@ -20,6 +20,7 @@ mod array;
 mod convert;
 mod engine;
 pub mod errors;
+mod linalg;
 mod memory;
 
 pub use array::PyArray;
@@ -32,6 +33,7 @@ use pyo3::prelude::*;
 fn _outcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArray>()?;
     m.add_class::<PyEngine>()?;
-    m.add_function(wrap_pyfunction!(memory::_memory_array, m)?)?;
+    m.add_function(wrap_pyfunction!(array::_memory_array, m)?)?;
+    linalg::register(m)?;
     Ok(())
 }

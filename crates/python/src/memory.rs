@@ -118,12 +118,3 @@ pub(crate) fn numpy_scalar(scalar: &Bound<'_, PyAny>) -> PyResult<Option<Expr>> 
     }
     ndarray_operand(&Expr::constant(0.0), scalar).map(Some)
 }
-
-/// `outcore.asarray` for an in-memory NumPy array: the array read in
-/// place, zero-copy.
-#[pyfunction]
-pub(crate) fn _memory_array(array: &Bound<'_, PyAny>) -> PyResult<crate::array::PyArray> {
-    Ok(crate::array::PyArray {
-        expr: memory_expr(array)?,
-    })
-}

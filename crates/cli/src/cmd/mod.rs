@@ -17,6 +17,7 @@ pub(crate) mod convert;
 pub(crate) mod r#gen;
 pub(crate) mod info;
 pub(crate) mod job;
+pub(crate) mod linalg;
 pub(crate) mod sort;
 pub(crate) mod standardize;
 pub(crate) mod stats;

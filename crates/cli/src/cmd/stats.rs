@@ -574,7 +574,7 @@ fn file_stem(key: &str) -> String {
 
 /// Writes a computed array to a `.npy` file of its dtype and shape,
 /// atomically, replacing any file of that name.
-fn write_npy(path: &Path, value: &AnyArray) -> Result<()> {
+pub(crate) fn write_npy(path: &Path, value: &AnyArray) -> Result<()> {
     let shape: Vec<u64> = value.shape().iter().map(|&d| d as u64).collect();
     let writer = ArrayWriter::create(path, OutputSpec::npy(value.dtype(), shape).overwrite(true))?;
     match value {
