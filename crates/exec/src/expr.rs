@@ -373,7 +373,7 @@ impl Expr {
     /// ```
     /// use outcore_exec::{AnyArray, Expr};
     /// let weights = Expr::column_values(AnyArray::F32(ndarray::arr1(&[1.0f32, 2.0, 3.0]).into_dyn()));
-    /// assert_eq!(weights.shape(), vec![3, 1]);
+    /// assert_eq!(weights.shape(), vec![3]); // one value per row
     /// ```
     pub fn column_values(values: AnyArray) -> Expr {
         let rows = values.len() as u64;
