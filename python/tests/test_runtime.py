@@ -4,6 +4,7 @@ promise inside a Python process (measured in a subprocess)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -205,6 +206,8 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(big, mode):
                          capture_output=True, text=True, timeout=300, check=True)
     if mode == "yes":
         assert "step 1 of 2: sort" in out.stderr, out.stderr[:500]
+        # The sort counts its bytes (runs, merges, rows written back).
+        assert re.search(r"step 1 of 2: sort  [█░]{30} ", out.stderr), out.stderr[:500]
         # (text mode reads "\r" as a line end) The line is cleared at the end.
         assert out.stderr.rstrip("\n").split("\n")[-1].strip() == "", out.stderr[-200:]
     else:

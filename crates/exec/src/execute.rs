@@ -90,7 +90,22 @@ pub(crate) fn execute(
                     ArrayOp::Cumsum => "cumsum",
                     ArrayOp::Persist => "spill",
                 };
-                rt.progress(&label(name), 0).finish();
+                // Bytes the operator reads, merges and writes in all.
+                let bytes = src.meta().nbytes();
+                let total = match op {
+                    ArrayOp::Sort => crate::ops::sort::op_plan(
+                        rt,
+                        src.meta().rows(),
+                        src.meta().row_len(),
+                        src.meta().dtype.itemsize(),
+                    )
+                    .map_or(0, |p| match p.in_memory {
+                        Some(_) => 2 * bytes,
+                        None => (2 + u64::from(p.levels)) * bytes,
+                    }),
+                    ArrayOp::Cumsum | ArrayOp::Persist => bytes,
+                };
+                rt.start_step(&label(name), total);
                 match to {
                     StoreTo::Slot(k) => {
                         let file = rt.spill().create(slot_bytes(plan, *k))?;
@@ -116,7 +131,7 @@ pub(crate) fn execute(
                 nodes,
             } => {
                 let src = file_of(input, &slots)?;
-                rt.progress(&label("quantiles"), 0).finish();
+                rt.start_step(&label("quantiles"), 0);
                 let results = crate::ops::quantile::compute(rt, &src, *axis, kinds, report)?;
                 for (node, value) in nodes.iter().zip(results) {
                     values.insert(id(node), value);

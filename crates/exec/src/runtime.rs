@@ -200,6 +200,22 @@ impl Runtime {
         }
     }
 
+    /// An operator's step `step` over `total` bytes begins: told to the
+    /// watcher only (operators draw no bar of their own); they report
+    /// what they do with [`Runtime::advance`].
+    pub(crate) fn start_step(&self, step: &str, total: u64) {
+        if let Some(w) = &self.watch {
+            w.start(step, total);
+        }
+    }
+
+    /// `bytes` more of the current operator step are done.
+    pub(crate) fn advance(&self, bytes: u64) {
+        if let Some(w) = &self.watch {
+            w.add(bytes);
+        }
+    }
+
     fn progress_bar(&self, total: u64) -> Option<ProgressBar> {
         use std::io::IsTerminal;
         if !self.progress || !std::io::stderr().is_terminal() {

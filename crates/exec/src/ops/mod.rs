@@ -109,6 +109,7 @@ pub(crate) fn stream_file<P: Send>(
         // Truncated while mapped: the zeros read are not trusted.
         block.check()?;
         read_bytes.fetch_add(block.nbytes() as u64, Ordering::Relaxed);
+        rt.advance(block.nbytes() as u64);
         slot.buffer = block.into_buffer();
         Ok(((rows, out), slot))
     };

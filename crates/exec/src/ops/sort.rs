@@ -541,6 +541,7 @@ fn merge_level<T: SortKey>(
                     }
                 }
                 done.fetch_add(1, Ordering::Relaxed);
+                rt.advance(dst.len() / total.max(1));
             }
             Ok::<(), Error>(())
         })
@@ -865,6 +866,7 @@ pub(crate) fn write_rows(
                     c0 = c1;
                 }
                 sink.write(r0, row_bytes, out)?;
+                rt.advance(n * row_bytes as u64);
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<(), Error>(())
@@ -1006,6 +1008,7 @@ fn sort_in_memory<T: SortKey>(
                 }
             }
             sink.write(r0 as u64, row_bytes, &mut out)?;
+            rt.advance(out.len() as u64);
             done.fetch_add(1, Ordering::Relaxed);
             Ok::<(), Error>(())
         })
