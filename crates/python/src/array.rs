@@ -139,6 +139,17 @@ impl PyArray {
     }
 }
 
+/// A quantile `q` as NumPy checks it (`ValueError` outside [0, 1]).
+fn check_q(q: f64) -> PyResult<()> {
+    if !(0.0..=1.0).contains(&q) {
+        return Err(raise(
+            "ConfigError",
+            "Quantiles must be in the range [0, 1]",
+        ));
+    }
+    Ok(())
+}
+
 /// `ptp` is not defined for bool in NumPy (`TypeError`).
 fn refuse_bool(expr: &Expr, op: &str) -> PyResult<()> {
     if expr.dtype() == DType::Bool {
@@ -567,12 +578,7 @@ impl PyArray {
     /// `np.quantile(x, q, axis=)` for one `q` in [0, 1] (exact, linear).
     #[pyo3(signature = (q, axis=None))]
     fn quantile(&self, q: f64, axis: Option<i64>) -> PyResult<PyArray> {
-        if !(0.0..=1.0).contains(&q) {
-            return Err(raise(
-                "ConfigError",
-                "Quantiles must be in the range [0, 1]",
-            ));
-        }
+        check_q(q)?;
         let a = axis_of(&self.expr, axis)?;
         Ok(self.reduce(Rule::Float, |e| e.quantile(q, a)))
     }
@@ -586,12 +592,7 @@ impl PyArray {
     /// linear): NaN skipped, NaN where all are NaN.
     #[pyo3(signature = (q, axis=None))]
     fn nanquantile(&self, q: f64, axis: Option<i64>) -> PyResult<PyArray> {
-        if !(0.0..=1.0).contains(&q) {
-            return Err(raise(
-                "ConfigError",
-                "Quantiles must be in the range [0, 1]",
-            ));
-        }
+        check_q(q)?;
         let a = axis_of(&self.expr, axis)?;
         Ok(self.reduce(Rule::Float, |e| e.nanquantile(q, a)))
     }

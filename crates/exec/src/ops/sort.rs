@@ -993,25 +993,28 @@ fn sort_in_memory<T: SortKey>(
     let out_blocks = rows.div_ceil(m.block_rows) as usize;
     let done = AtomicU64::new(0);
     rt.pool().install(|| {
-        (0..out_blocks).into_par_iter().try_for_each(|b| {
-            rt.check_cancel(
-                "blocks of sorted rows",
-                done.load(Ordering::Relaxed),
-                out_blocks as u64,
-            )?;
-            let r0 = b * m.block_rows as usize;
-            let r1 = (r0 + m.block_rows as usize).min(n);
-            let mut out: Vec<u8> = Vec::with_capacity((r1 - r0) * row_bytes);
-            for r in r0..r1 {
-                for j in 0..row_len {
-                    out.extend_from_slice(bytemuck::bytes_of(&cols[j * n + r]));
+        // Each task's block buffer is reused from block to block.
+        (0..out_blocks)
+            .into_par_iter()
+            .try_for_each_init(Vec::new, |out, b| {
+                rt.check_cancel(
+                    "blocks of sorted rows",
+                    done.load(Ordering::Relaxed),
+                    out_blocks as u64,
+                )?;
+                let r0 = b * m.block_rows as usize;
+                let r1 = (r0 + m.block_rows as usize).min(n);
+                out.clear();
+                for r in r0..r1 {
+                    for j in 0..row_len {
+                        out.extend_from_slice(bytemuck::bytes_of(&cols[j * n + r]));
+                    }
                 }
-            }
-            sink.write(r0 as u64, row_bytes, &mut out)?;
-            rt.advance(out.len() as u64);
-            done.fetch_add(1, Ordering::Relaxed);
-            Ok::<(), Error>(())
-        })
+                sink.write(r0 as u64, row_bytes, out)?;
+                rt.advance(out.len() as u64);
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), Error>(())
+            })
     })?;
     report.bytes_written += total;
     report.blocks += out_blocks as u64;
